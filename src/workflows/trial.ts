@@ -1,0 +1,323 @@
+/**
+ * One Optuna trial, from its first epoch to the state Optuna stores for it.
+ *
+ * The training activity runs on the GPU task queue and signals every finished epoch here; this
+ * workflow reports each one to Optuna through the study queue and, when the pruner says so,
+ * cancels the activity, which stops the pipeline's process group. The trial ends by telling
+ * Optuna its state, then signalling the study workflow; a trial workflow never ends with the
+ * trial still RUNNING in the Optuna storage.
+ *
+ * Every state a trial can reach, and why:
+ * - COMPLETE: the pipeline exited 0 with at least one objective value; the value is the best epoch.
+ * - PRUNED:   the pruner stopped it mid-training; or it ran out of memory with catch_oom_as_pruned.
+ * - FAIL:     the pipeline failed or stalled, the objective column is missing, the infrastructure
+ *             failed max_attempts times, the study was stopped with --now, or the value is NaN
+ *             (Optuna's own rule).
+ */
+import {
+  ActivityFailure,
+  CancellationScope,
+  condition,
+  getExternalWorkflowHandle,
+  isCancellation,
+  log,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { StudyActivities, StudyRef } from '../activities/studyActivities';
+import type { TrainingActivities, TrainingInput, TrainingResult } from '../activities/training';
+import type { StudySpec } from '../common/types';
+import {
+  epochReportedSignal,
+  trialFinishedSignal,
+  trialProgressQuery,
+  type EpochReport,
+  type ReportedValue,
+  type TrialOutcome,
+  type TrialProgress,
+  type TrialState,
+} from './messages';
+
+export interface TrialWorkflowInput {
+  spec: StudySpec;
+  study: StudyRef;
+  number: number;
+  params: Record<string, unknown>;
+  runId: string;
+  /** Study workflow to signal with the outcome; its current run receives it, even after a continue-as-new. */
+  studyWorkflowId: string;
+}
+
+const optuna = proxyActivities<StudyActivities>({
+  // Optuna calls are short; a slow SQLite lock or a restarting bridge is retried without limit
+  // because a trial must never end RUNNING in the storage.
+  startToCloseTimeout: '2 minutes',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds' },
+});
+
+function trainingActivities(spec: StudySpec) {
+  return proxyActivities<TrainingActivities>({
+    taskQueue: spec.execution.taskQueue,
+    // One run may train for days; a dead worker is found by the heartbeat timeout, a hung pipeline
+    // by the stall timeout, so the start-to-close limit only bounds a runaway run.
+    startToCloseTimeout: '30 days',
+    heartbeatTimeout: `${spec.execution.heartbeatTimeoutSeconds} seconds`,
+    retry: {
+      maximumAttempts: spec.execution.maxAttempts,
+      initialInterval: '5 seconds',
+      backoffCoefficient: 2,
+      maximumInterval: '1 minute',
+      nonRetryableErrorTypes: ['PipelineStartError'],
+    },
+  });
+}
+
+/** Decodes a value that crossed JSON; see `ReportedValue`. */
+export function isFiniteValue(value: ReportedValue): value is number {
+  return typeof value === 'number' && Number.isFinite(value);
+}
+
+class TrialRun {
+  private readonly pending: Array<{ step: number; value: ReportedValue }> = [];
+  private maxStepSeen = 0;
+  private lastValue: ReportedValue = null;
+  private attempt = 0;
+  private run = 0;
+  private attemptsBefore = 0;
+  private workerIdentity: string | null = null;
+  private status: TrialProgress['status'] = 'running';
+  private pruneRequested = false;
+  private outcome: TrialOutcome | null = null;
+
+  constructor(private readonly input: TrialWorkflowInput) {}
+
+  // --- message handlers -------------------------------------------------------------------
+
+  /**
+   * Keeps the first value of each step: a pipeline that restarted (a new attempt, or its own
+   * restart) writes epochs that Optuna already has, and those are ignored.
+   */
+  onEpoch(report: EpochReport): void {
+    if (report.run === this.run) this.attempt = Math.max(this.attempt, report.attempt);
+    this.workerIdentity = report.workerIdentity;
+    if (report.epoch <= this.maxStepSeen) return;
+    this.maxStepSeen = report.epoch;
+    this.lastValue = report.value;
+    this.pending.push({ step: report.epoch, value: report.value });
+  }
+
+  progress(): TrialProgress {
+    return {
+      number: this.input.number,
+      runId: this.input.runId,
+      params: this.input.params,
+      status: this.status,
+      attempt: this.attempt,
+      run: this.run,
+      lastEpoch: this.maxStepSeen,
+      lastValue: this.lastValue,
+      workerIdentity: this.workerIdentity,
+      outcome: this.outcome,
+    };
+  }
+
+  // --- main flow ----------------------------------------------------------------------------
+
+  async execute(): Promise<TrialOutcome> {
+    let outcome: TrialOutcome;
+    try {
+      outcome = await this.trainUntilDecided();
+    } catch (error) {
+      if (isCancellation(error)) {
+        // `hpo stop --now` cancels this workflow: Optuna has no cancelled state, so FAIL says why.
+        outcome = this.makeOutcome('FAIL', null, 'stopped: the study was stopped with hpo stop --now');
+      } else {
+        // A bug or an Optuna call rejected as invalid: the trial still must not stay RUNNING.
+        log.error('Trial workflow failed', this.ids({ error: (error as Error).message }));
+        outcome = this.makeOutcome('FAIL', null, `trial workflow failed: ${(error as Error).message}`);
+      }
+      await CancellationScope.nonCancellable(() => this.finish(outcome));
+      throw error;
+    }
+    await this.finish(outcome);
+    return outcome;
+  }
+
+  private async trainUntilDecided(): Promise<TrialOutcome> {
+    const { spec } = this.input;
+    let oomRuns = 0;
+    let failedRuns = 0;
+
+    for (;;) {
+      this.run += 1;
+      this.attempt = 0;
+      const result = await this.trainOnce();
+      if (result === 'pruned') {
+        return this.makeOutcome('PRUNED', this.lastValue, `pruned by ${spec.pruner.name} at epoch ${this.maxStepSeen}`);
+      }
+      if ('infrastructureFailure' in result) {
+        return this.makeOutcome('FAIL', null, result.infrastructureFailure);
+      }
+
+      this.attemptsBefore += result.attempt;
+      await this.flushReports(result);
+      if (this.pruneRequested) {
+        return this.makeOutcome('PRUNED', this.lastValue, `pruned by ${spec.pruner.name} at epoch ${this.maxStepSeen}`);
+      }
+
+      switch (result.end) {
+        case 'completed':
+          return this.makeOutcome('COMPLETE', result.value, null);
+        case 'out_of_memory':
+          if (oomRuns < spec.execution.oomRetries) {
+            oomRuns += 1;
+            log.warn('Trial ran out of memory; running it again', this.ids({ reason: result.reason, retry: oomRuns }));
+            continue;
+          }
+          return this.makeOutcome(spec.execution.catchOomAsPruned ? 'PRUNED' : 'FAIL', result.value, `out of memory: ${result.reason}`);
+        case 'failed':
+        case 'stopped':
+          if (failedRuns < spec.execution.retryFailedTrials) {
+            failedRuns += 1;
+            log.warn('Pipeline failed; running the trial again', this.ids({ reason: result.reason, retry: failedRuns }));
+            continue;
+          }
+          return this.makeOutcome('FAIL', null, result.reason);
+        case 'stalled':
+          return this.makeOutcome('FAIL', null, result.reason);
+      }
+    }
+  }
+
+  /** Runs the training activity once while reporting its epochs; returns how that run ended. */
+  private async trainOnce(): Promise<TrainingResult | 'pruned' | { infrastructureFailure: string }> {
+    const { spec } = this.input;
+    const activityInput: TrainingInput = {
+      spec,
+      studyName: this.input.study.studyName,
+      kind: 'trial',
+      trialNumber: this.input.number,
+      params: this.input.params,
+      run: this.run,
+      reportTo: workflowInfo().workflowId,
+    };
+
+    const training = new CancellationScope();
+    const done = training.run(() => trainingActivities(spec).runTraining(activityInput));
+    let trainingEnded = false;
+    const reporting = this.reportWhileTraining(training, () => trainingEnded);
+
+    try {
+      return await done;
+    } catch (error) {
+      if (this.pruneRequested && isCancellation(error)) return 'pruned';
+      if (error instanceof ActivityFailure && !isCancellation(error)) {
+        const cause = error.cause?.message ?? error.message;
+        this.attempt = Math.max(this.attempt, spec.execution.maxAttempts);
+        log.error('Training failed on the infrastructure side', this.ids({ error: cause }));
+        return { infrastructureFailure: `infrastructure: ${cause} (after ${spec.execution.maxAttempts} attempts at most)` };
+      }
+      throw error;
+    } finally {
+      trainingEnded = true;
+      await reporting;
+    }
+  }
+
+  /** Reports pending epochs as they arrive; cancels the training scope when the pruner says so. */
+  private async reportWhileTraining(training: CancellationScope, ended: () => boolean): Promise<void> {
+    for (;;) {
+      await condition(() => this.pending.length > 0 || ended());
+      if (this.pending.length === 0 || this.pruneRequested) return;
+
+      this.status = 'reporting';
+      const steps = this.pending.splice(0, this.pending.length);
+      const answer = await optuna.reportIntermediateValues({ study: this.input.study, number: this.input.number, steps });
+      this.status = 'running';
+      if (answer.shouldPrune && !ended()) {
+        this.pruneRequested = true;
+        log.info('Pruner stopped the trial', this.ids({ epoch: this.maxStepSeen, value: this.lastValue }));
+        training.cancel();
+        return;
+      }
+    }
+  }
+
+  /** Reports every epoch of a finished run that no signal delivered, before Optuna is told. */
+  private async flushReports(result: TrainingResult): Promise<void> {
+    for (const epoch of result.epochs) {
+      if (epoch.epoch > this.maxStepSeen) {
+        this.maxStepSeen = epoch.epoch;
+        this.lastValue = epoch.value;
+        this.pending.push({ step: epoch.epoch, value: epoch.value });
+      }
+    }
+    if (this.pending.length === 0) return;
+
+    const steps = this.pending.splice(0, this.pending.length);
+    const answer = await optuna.reportIntermediateValues({ study: this.input.study, number: this.input.number, steps });
+    // A run that already ended is only pruned when it did not complete: a finished trial keeps its value.
+    if (answer.shouldPrune && result.end !== 'completed') this.pruneRequested = true;
+  }
+
+  private makeOutcome(state: TrialState, value: ReportedValue, reason: string | null): TrialOutcome {
+    return {
+      number: this.input.number,
+      state,
+      value: state === 'FAIL' ? null : value,
+      reason,
+      runId: this.input.runId,
+      attempts: Math.max(this.attemptsBefore + this.attempt, this.run),
+      lastEpoch: this.maxStepSeen,
+    };
+  }
+
+  /** Tells Optuna, then the study workflow; both are idempotent, so a replayed finish is harmless. */
+  private async finish(outcome: TrialOutcome): Promise<void> {
+    this.status = 'finished';
+    const told = await optuna.tellTrial({
+      study: this.input.study,
+      number: outcome.number,
+      state: outcome.state,
+      value: outcome.value,
+      userAttrs: { 'hpo:run_id': outcome.runId, 'hpo:attempts': outcome.attempts, 'hpo:reason': outcome.reason },
+    });
+    // Optuna may store another state than asked (a NaN value becomes FAIL); the storage is the truth.
+    if (told.state !== outcome.state) {
+      outcome = { ...outcome, state: told.state as TrialState, reason: outcome.reason ?? `Optuna stored ${told.state}` };
+    }
+    outcome = { ...outcome, value: told.value };
+    this.outcome = outcome;
+    logOutcome(outcome, this.input);
+
+    try {
+      await getExternalWorkflowHandle(this.input.studyWorkflowId).signal(trialFinishedSignal, outcome);
+    } catch (error) {
+      log.warn('Study workflow not reachable; the trial result stays in Optuna', this.ids({ error: (error as Error).message }));
+    }
+  }
+
+  private ids(extra: Record<string, unknown> = {}): Record<string, unknown> {
+    return { study: this.input.study.studyName, trial: this.input.number, run: this.run, attempt: this.attempt, ...extra };
+  }
+}
+
+/** One stable log line per trial state change, as Optuna writes them. */
+function logOutcome(outcome: TrialOutcome, input: TrialWorkflowInput): void {
+  const meta = { study: input.study.studyName, trial: outcome.number, state: outcome.state, value: outcome.value, attempts: outcome.attempts };
+  if (outcome.state === 'COMPLETE') {
+    log.info(`Trial ${outcome.number} finished with value ${outcome.value} and parameters ${JSON.stringify(input.params)}.`, meta);
+  } else if (outcome.state === 'PRUNED') {
+    log.info(`Trial ${outcome.number} pruned. ${outcome.reason ?? ''}`.trim(), meta);
+  } else {
+    log.warn(`Trial ${outcome.number} failed because of: ${outcome.reason}`, meta);
+  }
+}
+
+export async function trialWorkflow(input: TrialWorkflowInput): Promise<TrialOutcome> {
+  const trial = new TrialRun(input);
+  setHandler(epochReportedSignal, (report) => trial.onEpoch(report));
+  setHandler(trialProgressQuery, () => trial.progress());
+  return await trial.execute();
+}
