@@ -1,0 +1,58 @@
+/**
+ * Where the Temporal server is. The standard environment configuration decides
+ * (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_PROFILE and the TOML config
+ * file, read by @temporalio/envconfig); when it names no address, the embedded dev server is used.
+ */
+import * as path from 'node:path';
+import { loadClientConfigProfile, toClientOptions } from '@temporalio/envconfig';
+import type { NativeConnectionOptions } from '@temporalio/worker';
+import { DEFAULT_DEV_SERVER_PORT, DEFAULT_DEV_SERVER_UI_PORT, startDevServer, type DevServer } from './devServer';
+
+export interface TemporalTarget {
+  connectionOptions: NativeConnectionOptions;
+  namespace: string;
+  /** Web UI base address, when known. */
+  uiUrl: string | null;
+  embedded: DevServer | null;
+}
+
+/** The configured server, or null when the environment names none. */
+export function configuredServer(): { connectionOptions: NativeConnectionOptions; namespace: string } | null {
+  const profile = loadClientConfigProfile();
+  if (!profile.address) return null;
+  const connect = toClientOptions(profile);
+  return { connectionOptions: connect.connectionOptions, namespace: connect.namespace ?? 'default' };
+}
+
+export interface ResolveOptions {
+  projectDir: string;
+  /** Start the embedded server when none is configured; when false, expect one at the default port. */
+  startEmbedded: boolean;
+}
+
+export async function resolveTemporal(options: ResolveOptions): Promise<TemporalTarget> {
+  const configured = configuredServer();
+  if (configured) {
+    return { ...configured, uiUrl: process.env.HPO_TEMPORAL_UI_URL ?? null, embedded: null };
+  }
+
+  const port = Number(process.env.HPO_DEV_SERVER_PORT ?? DEFAULT_DEV_SERVER_PORT);
+  const uiPort = Number(process.env.HPO_DEV_SERVER_UI_PORT ?? DEFAULT_DEV_SERVER_UI_PORT);
+  if (!options.startEmbedded) {
+    return {
+      connectionOptions: { address: `127.0.0.1:${port}` },
+      namespace: 'default',
+      uiUrl: `http://127.0.0.1:${uiPort}`,
+      embedded: null,
+    };
+  }
+
+  const stateDir = path.join(options.projectDir, 'artifacts', 'temporal');
+  const server = await startDevServer({
+    dbFile: path.join(stateDir, 'temporal.db'),
+    logFile: path.join(stateDir, 'server.log'),
+    port,
+    uiPort,
+  });
+  return { connectionOptions: { address: server.address }, namespace: 'default', uiUrl: server.uiUrl, embedded: server };
+}

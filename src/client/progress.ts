@@ -1,0 +1,83 @@
+/**
+ * Terminal progress of a running study: polls the study's and the running trials' queries and
+ * prints one line per change (trial started, new epoch, trial finished).
+ */
+import type { Client, WorkflowHandle } from '@temporalio/client';
+import {
+  studyProgressQuery,
+  trialProgressQuery,
+  type ReportedValue,
+  type StudyProgress,
+  type TrialProgress,
+  type TrialSummary,
+} from '../workflows/messages';
+import { trialWorkflowId } from '../workflows/ids';
+
+export function formatValue(value: ReportedValue | undefined): string {
+  if (value === null || value === undefined) return '-';
+  return typeof value === 'number' ? value.toFixed(4) : value;
+}
+
+export function formatParams(params: Record<string, unknown>): string {
+  return Object.entries(params)
+    .map(([name, value]) => `${name}=${typeof value === 'number' && !Number.isInteger(value) ? value.toPrecision(3) : String(value)}`)
+    .join(' ');
+}
+
+/** Fetches the study's progress and, for each running trial, its latest epoch. */
+export async function fetchProgress(
+  client: Client,
+  handle: WorkflowHandle,
+): Promise<{ study: StudyProgress; trials: Map<number, TrialProgress> }> {
+  const study = await handle.query(studyProgressQuery);
+  const trials = new Map<number, TrialProgress>();
+  await Promise.all(
+    study.running.map(async (number) => {
+      try {
+        trials.set(number, await client.workflow.getHandle(trialWorkflowId(study.studyName, number)).query(trialProgressQuery));
+      } catch {
+        // A trial that is just starting or ending may not answer yet; the next poll shows it.
+      }
+    }),
+  );
+  return { study, trials };
+}
+
+export class ProgressPrinter {
+  private readonly known = new Map<number, TrialSummary['state']>();
+  private readonly epochs = new Map<number, number>();
+  private warned = false;
+
+  constructor(
+    private readonly write: (line: string) => void,
+    private readonly metric: string,
+  ) {}
+
+  update(study: StudyProgress, trials: Map<number, TrialProgress>): void {
+    if (study.warning && !this.warned) {
+      this.warned = true;
+      this.write(`warning: ${study.warning}`);
+    }
+
+    for (const trial of study.trials) {
+      const before = this.known.get(trial.number);
+      if (before === trial.state) continue;
+      this.known.set(trial.number, trial.state);
+      if (trial.state === 'RUNNING') {
+        this.write(`trial ${trial.number} started: ${formatParams(trial.params)}`);
+      } else {
+        const reason = trial.reason ? ` (${trial.reason})` : '';
+        const line = `trial ${trial.number} ${trial.state}, ${this.metric} ${formatValue(trial.value)}${reason}`;
+        this.write(`${line}   [${study.counted}/${study.nTrials} finished]`);
+      }
+    }
+
+    for (const [number, trial] of trials) {
+      if (trial.lastEpoch === 0 || this.epochs.get(number) === trial.lastEpoch) continue;
+      this.epochs.set(number, trial.lastEpoch);
+      const of = study.epochs ? `/${study.epochs}` : '';
+      const attempt = trial.attempt > 1 || trial.run > 1 ? ` (run ${trial.run}, attempt ${trial.attempt})` : '';
+      this.write(`trial ${number} epoch ${trial.lastEpoch}${of}: ${this.metric} ${formatValue(trial.lastValue)}${attempt}`);
+    }
+  }
+}
