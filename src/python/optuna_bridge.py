@@ -66,6 +66,7 @@ RERUN_OF_ATTR = "hpo:rerun_of"
 FINGERPRINT_ATTR = "hpo:search_space_fingerprint"
 SEARCH_SPACE_ATTR = "hpo:search_space"
 FINAL_RUN_ATTR = "hpo:final_run"
+RUN_ID_PREFIX_ATTR = "hpo:run_id_prefix"
 
 _STATE_NAMES = {
     "complete": TrialState.COMPLETE,
@@ -254,6 +255,12 @@ class Bridge:
         if FINGERPRINT_ATTR not in study.user_attrs:
             study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
             study.set_user_attr(SEARCH_SPACE_ATTR, params["search_space"])
+        # Run ids keep the prefix of the study's first start, so a resumed study names its new
+        # trials like its old ones and the final run once.
+        run_id_prefix = study.user_attrs.get(RUN_ID_PREFIX_ATTR)
+        if run_id_prefix is None:
+            run_id_prefix = params["run_id_prefix"]
+            study.set_user_attr(RUN_ID_PREFIX_ATTR, run_id_prefix)
 
         recovered: list[int] = []
         if params.get("recover_running"):
@@ -262,6 +269,7 @@ class Bridge:
         trials = study.get_trials(deepcopy=False)
         return {
             "study_name": name,
+            "run_id_prefix": run_id_prefix,
             "derived": name != requested,
             "warning": warning,
             "recovered": recovered,
