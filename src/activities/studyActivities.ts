@@ -28,6 +28,7 @@ export interface OpenStudyInput {
 
 export interface OpenStudyResult {
   studyName: string;
+  runIdPrefix: string;
   derived: boolean;
   warning: string | null;
   recovered: number[];
@@ -165,6 +166,7 @@ export function createStudyActivities(bridge: OptunaBridge) {
       }
       return {
         studyName: raw.study_name,
+        runIdPrefix: raw.run_id_prefix,
         derived: raw.derived,
         warning: raw.warning,
         recovered: raw.recovered,

@@ -50,6 +50,8 @@ export interface StudyState {
   /** Run ID of the first run of this chain: the prefix of every ask key. */
   chainId: string;
   studyName: string;
+  /** Prefix of run ids, fixed when the Optuna study was created so a resumed study keeps it. */
+  runIdPrefix: string;
   warning: string | null;
   askCount: number;
   startedAtMs: number;
@@ -104,6 +106,7 @@ class StudyRun {
     this.state = input.state ?? {
       chainId: workflowInfo().runId,
       studyName: input.spec.studyName,
+      runIdPrefix: input.spec.runIdPrefix,
       warning: null,
       askCount: 0,
       startedAtMs: Date.now(),
@@ -216,6 +219,7 @@ class StudyRun {
       recoverRunning: true,
     });
     this.state.studyName = opened.studyName;
+    this.state.runIdPrefix = opened.runIdPrefix;
     this.state.warning = opened.warning;
     this.state.counted = opened.counted;
     this.state.trials = opened.trials;
@@ -244,13 +248,13 @@ class StudyRun {
       study: this.studyRef(),
       key,
       searchSpace: this.spec.searchSpace,
-      runIdPrefix: this.spec.runIdPrefix,
+      runIdPrefix: this.state.runIdPrefix,
     });
     this.state.askCount++;
 
-    const runId = `${this.spec.runIdPrefix}_t${String(asked.number).padStart(4, '0')}`;
+    const runId = `${this.state.runIdPrefix}_t${String(asked.number).padStart(4, '0')}`;
     const input: TrialWorkflowInput = {
-      spec: this.spec,
+      spec: this.trialSpec(),
       study: this.studyRef(),
       number: asked.number,
       params: asked.params,
@@ -380,13 +384,13 @@ class StudyRun {
       heartbeatTimeout: `${this.spec.execution.heartbeatTimeoutSeconds} seconds`,
       retry: { maximumAttempts: this.spec.execution.maxAttempts, initialInterval: '5 seconds', nonRetryableErrorTypes: ['PipelineStartError'] },
     });
-    const trainRunId = `${this.spec.runIdPrefix}_best_train`;
+    const trainRunId = `${this.state.runIdPrefix}_best_train`;
     log.info('Final full-pipeline run started', { study: this.state.studyName, bestTrial: best.number, runId: trainRunId });
 
     let record: FinalRunRecord;
     try {
       const result: TrainingResult = await training.runTraining({
-        spec: this.spec,
+        spec: this.trialSpec(),
         studyName: this.state.studyName,
         kind: 'final',
         trialNumber: best.number,
@@ -413,6 +417,11 @@ class StudyRun {
       sampler: this.spec.sampler,
       pruner: this.spec.pruner,
     };
+  }
+
+  /** The config's spec as the trials see it: run ids and artifact folder of the study Optuna holds. */
+  private trialSpec(): StudySpec {
+    return { ...this.spec, runIdPrefix: this.state.runIdPrefix, artifactDir: this.artifactDir() };
   }
 
   private artifactDir(): string {

@@ -160,7 +160,9 @@ class TrialRun {
         return this.makeOutcome('FAIL', null, result.infrastructureFailure);
       }
 
+      // Attempts of finished runs move into attemptsBefore; `attempt` counts the current run only.
       this.attemptsBefore += result.attempt;
+      this.attempt = 0;
       await this.flushReports(result);
       if (this.pruneRequested) {
         return this.makeOutcome('PRUNED', this.lastValue, `pruned by ${spec.pruner.name} at epoch ${this.maxStepSeen}`);
