@@ -3,15 +3,15 @@
  * Exit status: 0 done, 1 failed, 2 invalid input (config or arguments), 130 interrupted.
  */
 import { parseArgs } from 'node:util';
-import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { DEFAULT_GPU_TASK_QUEUE } from '../common/taskQueues';
 import { createHpoWorkers } from '../worker/workers';
 import { studyWorkflowId } from '../workflows/ids';
 import { setTrialBudgetUpdate, stopStudySignal } from '../workflows/messages';
-import { resolveTemporal } from './connection';
+import { resolveTemporal, withClient } from './connection';
 import { startDevServer, DEFAULT_DEV_SERVER_PORT, DEFAULT_DEV_SERVER_UI_PORT } from './devServer';
-import { gpuListFromEnv, startCommand, UsageError } from './start';
+import { UsageError } from './errors';
+import { gpuListFromEnv, startCommand } from './start';
 import { statusCommand } from './status';
 import * as path from 'node:path';
 
@@ -53,7 +53,7 @@ async function workerCommand(args: string[]): Promise<number> {
   if (!Number.isInteger(slots) || slots < 1) throw new UsageError(`--slots must be an integer of at least 1, but got ${values.slots}`);
 
   Runtime.install({ logger: new DefaultLogger('INFO') });
-  const target = await resolveTemporal({ projectDir: process.cwd(), startEmbedded: false });
+  const target = await resolveTemporal({ projectDir: process.cwd(), startEmbedded: 'never' });
   const connection = await NativeConnection.connect(target.connectionOptions);
   try {
     const workers = await createHpoWorkers({
@@ -67,16 +67,6 @@ async function workerCommand(args: string[]): Promise<number> {
     await connection.close();
   }
   return 0;
-}
-
-async function withClient<T>(fn: (client: Client) => Promise<T>): Promise<T> {
-  const target = await resolveTemporal({ projectDir: process.cwd(), startEmbedded: false });
-  const connection = await Connection.connect(target.connectionOptions);
-  try {
-    return await fn(new Client({ connection, namespace: target.namespace }));
-  } finally {
-    await connection.close();
-  }
 }
 
 async function stopCommand(args: string[]): Promise<number> {

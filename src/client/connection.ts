@@ -3,7 +3,9 @@
  * (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_PROFILE and the TOML config
  * file, read by @temporalio/envconfig); when it names no address, the embedded dev server is used.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
 import { loadClientConfigProfile, toClientOptions } from '@temporalio/envconfig';
 import type { NativeConnectionOptions } from '@temporalio/worker';
 import { DEFAULT_DEV_SERVER_PORT, DEFAULT_DEV_SERVER_UI_PORT, startDevServer, type DevServer } from './devServer';
@@ -26,8 +28,11 @@ export function configuredServer(): { connectionOptions: NativeConnectionOptions
 
 export interface ResolveOptions {
   projectDir: string;
-  /** Start the embedded server when none is configured; when false, expect one at the default port. */
-  startEmbedded: boolean;
+  /**
+   * Start the embedded server when none is configured and none listens on its port: always,
+   * only when its state file exists in the project (a command that reads a study), or never.
+   */
+  startEmbedded: 'always' | 'if-state-exists' | 'never';
 }
 
 export async function resolveTemporal(options: ResolveOptions): Promise<TemporalTarget> {
@@ -38,7 +43,10 @@ export async function resolveTemporal(options: ResolveOptions): Promise<Temporal
 
   const port = Number(process.env.HPO_DEV_SERVER_PORT ?? DEFAULT_DEV_SERVER_PORT);
   const uiPort = Number(process.env.HPO_DEV_SERVER_UI_PORT ?? DEFAULT_DEV_SERVER_UI_PORT);
-  if (!options.startEmbedded) {
+  const stateDir = path.join(options.projectDir, 'artifacts', 'temporal');
+  const dbFile = path.join(stateDir, 'temporal.db');
+  const start = options.startEmbedded === 'always' || (options.startEmbedded === 'if-state-exists' && fs.existsSync(dbFile));
+  if (!start) {
     return {
       connectionOptions: { address: `127.0.0.1:${port}` },
       namespace: 'default',
@@ -47,12 +55,29 @@ export async function resolveTemporal(options: ResolveOptions): Promise<Temporal
     };
   }
 
-  const stateDir = path.join(options.projectDir, 'artifacts', 'temporal');
   const server = await startDevServer({
-    dbFile: path.join(stateDir, 'temporal.db'),
+    dbFile,
     logFile: path.join(stateDir, 'server.log'),
     port,
     uiPort,
   });
   return { connectionOptions: { address: server.address }, namespace: 'default', uiUrl: server.uiUrl, embedded: server };
+}
+
+/**
+ * Runs `fn` with a client of the configured server or, in a project that used the embedded
+ * server, of that server (started for the call when no `hpo start` runs it).
+ */
+export async function withClient<T>(fn: (client: Client, target: TemporalTarget) => Promise<T>): Promise<T> {
+  const target = await resolveTemporal({ projectDir: process.cwd(), startEmbedded: 'if-state-exists' });
+  try {
+    const connection = await Connection.connect(target.connectionOptions);
+    try {
+      return await fn(new Client({ connection, namespace: target.namespace }), target);
+    } finally {
+      await connection.close();
+    }
+  } finally {
+    await target.embedded?.stop();
+  }
 }

@@ -13,6 +13,19 @@ import {
 } from '../workflows/messages';
 import { trialWorkflowId } from '../workflows/ids';
 
+/** Waits for `promise` at most `ms`; null when it did not settle in time. */
+export async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export function formatValue(value: ReportedValue | undefined): string {
   if (value === null || value === undefined) return '-';
   return typeof value === 'number' ? value.toFixed(4) : value;

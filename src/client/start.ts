@@ -15,7 +15,8 @@ import { studyWorkflowId } from '../workflows/ids';
 import { studyProgressQuery } from '../workflows/messages';
 import type { StudyResult, studyWorkflow } from '../workflows/study';
 import { resolveTemporal } from './connection';
-import { fetchProgress, formatValue, ProgressPrinter } from './progress';
+import { fetchProgress, formatValue, ProgressPrinter, withTimeout } from './progress';
+import { UsageError } from './errors';
 
 export interface StartFlags {
   skipFinalFullPipeline: boolean;
@@ -24,10 +25,6 @@ export interface StartFlags {
   worker: boolean | null;
   verbose: boolean;
   pollIntervalMs: number;
-}
-
-export class UsageError extends Error {
-  override name = 'UsageError';
 }
 
 /** Sends the SDK's log lines to a file, so the terminal shows the study's progress only. */
@@ -75,18 +72,6 @@ export async function startOrAttach(client: Client, spec: StudySpec): Promise<{ 
   return { handle, attached: false };
 }
 
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<null>((resolve) => {
-    timer = setTimeout(() => resolve(null), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 export function printResult(result: StudyResult, spec: StudySpec, uiUrl: string | null, namespace: string, workflowId: string): void {
   const out = (line = '') => process.stdout.write(line + '\n');
   const states = Object.entries(result.states)
@@ -117,7 +102,7 @@ export async function startCommand(configPath: string, flags: StartFlags): Promi
   const { spec, notices } = loadStudySpec(configPath, { projectDir, skipFinalFullPipeline: flags.skipFinalFullPipeline });
   for (const notice of notices) process.stdout.write(`note: ${notice}\n`);
 
-  const target = await resolveTemporal({ projectDir, startEmbedded: true });
+  const target = await resolveTemporal({ projectDir, startEmbedded: 'always' });
   const runWorker = flags.worker ?? target.embedded !== null;
   const logFile = path.join(projectDir, 'artifacts', 'hpo', spec.studyName, 'worker.log');
   installFileLogger(logFile, flags.verbose);

@@ -44,6 +44,15 @@ export interface HpoWorkers {
   shutdown(): void;
 }
 
+/** Reads a positive number of milliseconds from the environment (tuning knobs for tests and benchmarks). */
+function envMs(name: string): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return undefined;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number of milliseconds, but got ${raw}`);
+  return value;
+}
+
 export async function createHpoWorkers(options: HpoWorkerOptions): Promise<HpoWorkers> {
   const logger = Runtime.instance().logger;
   const workers: Worker[] = [];
@@ -73,7 +82,7 @@ export async function createHpoWorkers(options: HpoWorkerOptions): Promise<HpoWo
   if (options.gpu) {
     const { taskQueue, slots, gpus } = options.gpu;
     const identity = options.identity ?? defaultWorkerIdentity('gpu');
-    const throttleMs = options.heartbeatThrottleMs ?? 5000;
+    const throttleMs = options.heartbeatThrottleMs ?? envMs('HPO_HEARTBEAT_THROTTLE_MS') ?? 5000;
     workers.push(
       await Worker.create({
         connection: options.connection,
@@ -81,7 +90,7 @@ export async function createHpoWorkers(options: HpoWorkerOptions): Promise<HpoWo
         taskQueue,
         identity,
         activities: createTrainingActivities({
-          pollIntervalMs: options.pollIntervalMs ?? 1000,
+          pollIntervalMs: options.pollIntervalMs ?? envMs('HPO_POLL_INTERVAL_MS') ?? 1000,
           heartbeatIntervalMs: throttleMs,
           gpuSlots: gpus.length > 0 ? new GpuSlots(gpus) : null,
           workerIdentity: identity,
