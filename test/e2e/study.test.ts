@@ -9,7 +9,9 @@ import YAML from 'yaml';
 import { startOrAttach } from '../../src/client/start';
 import { collectStatus } from '../../src/client/status';
 import { createHpoWorkers, type HpoWorkers } from '../../src/worker/workers';
-import type { StudyResult } from '../../src/workflows/study';
+import { STUDY_TASK_QUEUE } from '../../src/common/taskQueues';
+import { trialWorkflowId } from '../../src/workflows/ids';
+import type { StudyResult, studyWorkflow } from '../../src/workflows/study';
 import { makeFakeStudy, readOptunaStudy, readTrialsCsv, type FakeStudy } from '../helpers/fakeStudy';
 import { recordHistory } from '../helpers/histories';
 import { startTestTemporal, type TestTemporal } from '../helpers/temporal';
@@ -44,6 +46,7 @@ async function runStudy(study: FakeStudy, slots = 2): Promise<StudyResult> {
     const { handle } = await startOrAttach(temporal.client, study.spec);
     const result = await handle.result();
     await recordHistory(temporal.client, handle.workflowId, `study-${study.spec.studyName}`);
+    await recordHistory(temporal.client, trialWorkflowId(result.studyName, 0), `trial-${study.spec.studyName}-0`);
     return result;
   } finally {
     workers.shutdown();
@@ -86,6 +89,7 @@ test('study completes all trials', async () => {
     // The value is the best epoch: quality * 3 / 3 for the sampled quality.
     assert.ok(Math.abs(trial.value! - (trial.params.quality as number)) < 1e-9);
     assert.equal(trial.userAttrs['hpo:run_id'], `test_t${String(trial.number).padStart(4, '0')}`);
+    assert.equal(trial.userAttrs['hpo:attempts'], 1);
   }
 
   const best = YAML.parse(fs.readFileSync(result.bestParamsYaml, 'utf8'));
@@ -190,6 +194,33 @@ test('second start attaches to running study', async () => {
     assert.equal((await second.handle.describe()).runId, (await first.handle.describe()).runId);
     const result = await second.handle.result();
     assert.equal(result.counted, 2);
+  } finally {
+    workers.shutdown();
+    await running;
+  }
+});
+
+test('continue-as-new keeps running trials', async () => {
+  const study = makeFakeStudy({ studyName: 'canew', nTrials: 6, parallel: 2, epochs: 4, epochSeconds: 0.2 });
+  const workers = await startWorkers(study, 2);
+  const running = workers.run();
+  try {
+    // A tiny history limit makes the study continue-as-new while trials are running.
+    const handle = await temporal.client.workflow.start<typeof studyWorkflow>('studyWorkflow', {
+      workflowId: 'study-canew',
+      taskQueue: STUDY_TASK_QUEUE,
+      args: [{ spec: study.spec, historyEventLimit: 40 }],
+    });
+    const result = await handle.result();
+    assert.equal(result.counted, 6);
+    assert.equal(result.states.COMPLETE, 6);
+    assertStudyConsistent(study, result);
+
+    const firstRun = await temporal.client.workflow.getHandle('study-canew', handle.firstExecutionRunId).fetchHistory();
+    const last = firstRun.events![firstRun.events!.length - 1]!;
+    // The first run ended by continuing as new, not by finishing the study.
+    assert.ok(last.workflowExecutionContinuedAsNewEventAttributes, 'first run did not continue-as-new');
+    await recordHistory(temporal.client, 'study-canew', 'study-canew-last-run');
   } finally {
     workers.shutdown();
     await running;

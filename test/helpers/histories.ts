@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Client } from '@temporalio/client';
+import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 
 export const HISTORIES_DIR = path.resolve(__dirname, '..', 'histories');
 
@@ -13,5 +14,5 @@ export async function recordHistory(client: Client, workflowId: string, name: st
   if (process.env.HPO_RECORD_HISTORIES !== '1') return;
   const history = await client.workflow.getHandle(workflowId).fetchHistory();
   fs.mkdirSync(HISTORIES_DIR, { recursive: true });
-  fs.writeFileSync(path.join(HISTORIES_DIR, `${name}.json`), JSON.stringify(history, null, 1));
+  fs.writeFileSync(path.join(HISTORIES_DIR, `${name}.json`), historyToJSON(history));
 }
