@@ -47,7 +47,7 @@ export function bridgePython(projectRoot = path.resolve(__dirname, '..', '..')):
 export function missingOptunaMessage(python: string, detail: string): string {
   return (
     `optuna is not importable by ${python} (${detail}). ` +
-    `Install it with: ${python} -m pip install -r requirements.txt ` +
+    `Install it with: ${python} -m pip install -r ${path.resolve(__dirname, '..', '..', 'requirements.txt')} ` +
     `(or run ./scripts/hpo_optuna.sh once, which creates .venv), or point HPO_PYTHON at an interpreter that has optuna.`
   );
 }

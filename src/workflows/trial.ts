@@ -22,6 +22,7 @@ import {
   isCancellation,
   log,
   proxyActivities,
+  setCurrentDetails,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -105,6 +106,20 @@ class TrialRun {
     this.maxStepSeen = report.epoch;
     this.lastValue = report.value;
     this.pending.push({ step: report.epoch, value: report.value });
+    this.updateDetails();
+  }
+
+  /** The web UI shows these details on the trial's page, next to the training activity's heartbeat. */
+  updateDetails(): void {
+    const { spec, number, runId } = this.input;
+    const epochs = (spec.baseConfig.training_config as Record<string, unknown> | undefined)?.epochs;
+    const lines = [
+      `**trial ${number}** (${runId}): ${this.status}`,
+      `epoch ${this.maxStepSeen}${typeof epochs === 'number' ? `/${epochs}` : ''}: ${spec.objectiveColumn} = ${String(this.lastValue ?? '-')}`,
+      `run ${this.run}, attempt ${this.attempt}${this.workerIdentity ? `, worker ${this.workerIdentity}` : ''}`,
+    ];
+    if (this.outcome) lines.push(`outcome: ${this.outcome.state}${this.outcome.reason ? ` (${this.outcome.reason})` : ''}`);
+    setCurrentDetails(lines.join('\n\n'));
   }
 
   progress(): TrialProgress {
@@ -291,6 +306,7 @@ class TrialRun {
     }
     outcome = { ...outcome, value: told.value };
     this.outcome = outcome;
+    this.updateDetails();
     logOutcome(outcome, this.input);
 
     try {
@@ -321,5 +337,6 @@ export async function trialWorkflow(input: TrialWorkflowInput): Promise<TrialOut
   const trial = new TrialRun(input);
   setHandler(epochReportedSignal, (report) => trial.onEpoch(report));
   setHandler(trialProgressQuery, () => trial.progress());
+  trial.updateDetails();
   return await trial.execute();
 }
