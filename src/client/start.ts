@@ -36,7 +36,8 @@ export function installFileLogger(logFile: string, alsoConsole: boolean): void {
     stream.write(line);
     if (alsoConsole) process.stderr.write(line);
   });
-  Runtime.install({ logger });
+  // Forward the SDK core's own log lines (Rust side) to the same file instead of stderr.
+  Runtime.install({ logger, telemetryOptions: { logging: { filter: { core: 'WARN', other: 'ERROR' }, forward: {} } } });
 }
 
 export async function startOrAttach(client: Client, spec: StudySpec): Promise<{ handle: WorkflowHandle<typeof studyWorkflow>; attached: boolean }> {

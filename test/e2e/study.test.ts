@@ -12,7 +12,8 @@ import { createHpoWorkers, type HpoWorkers } from '../../src/worker/workers';
 import { STUDY_TASK_QUEUE } from '../../src/common/taskQueues';
 import { trialWorkflowId } from '../../src/workflows/ids';
 import type { StudyResult, studyWorkflow } from '../../src/workflows/study';
-import { makeFakeStudy, readOptunaStudy, readTrialsCsv, type FakeStudy } from '../helpers/fakeStudy';
+import { makeFakeStudy, readOptunaStudy, type FakeStudy } from '../helpers/fakeStudy';
+import { assertStudyInvariants } from '../helpers/invariants';
 import { recordHistory } from '../helpers/histories';
 import { startTestTemporal, type TestTemporal } from '../helpers/temporal';
 
@@ -54,33 +55,13 @@ async function runStudy(study: FakeStudy, slots = 2): Promise<StudyResult> {
   }
 }
 
-/** The invariant every study must keep: storage, artifacts and workflow agree, nothing left RUNNING. */
-function assertStudyConsistent(study: FakeStudy, result: StudyResult): void {
-  const stored = readOptunaStudy(study.spec, result.studyName);
-  // No trial is left RUNNING in the Optuna storage once the study has ended.
-  assert.deepEqual(stored.filter((t) => t.state === 'RUNNING').map((t) => t.number), []);
-  assert.equal(new Set(stored.map((t) => t.number)).size, stored.length);
-
-  const csv = readTrialsCsv(result.trialsCsv);
-  assert.equal(csv.length, stored.length);
-  for (const row of csv) {
-    const trial = stored.find((t) => t.number === Number(row.trial_number))!;
-    assert.equal(row.state, trial.state, `state of trial ${trial.number}`);
-    const expected = trial.value === null || trial.value === ('nan' as never) ? '' : (trial.value as number).toFixed(8);
-    assert.equal(row.value, expected, `value of trial ${trial.number}`);
-    const params = JSON.parse(row.params_json) as Record<string, unknown>;
-    assert.deepEqual(params, trial.params);
-    assert.deepEqual(Object.keys(params), Object.keys(params).sort());
-  }
-}
-
 test('study completes all trials', async () => {
   const study = makeFakeStudy({ studyName: 'complete', nTrials: 5, parallel: 2, epochs: 3, finalFullPipeline: true });
   const result = await runStudy(study);
 
   assert.equal(result.counted, 5);
   assert.equal(result.states.COMPLETE, 5);
-  assertStudyConsistent(study, result);
+  assertStudyInvariants(study, result);
 
   const stored = readOptunaStudy(study.spec);
   for (const trial of stored) {
@@ -125,7 +106,7 @@ test('pruner stops a trial mid-training', async () => {
     pruner: { name: 'ThresholdPruner', lower: 0.05, n_warmup_steps: 2 },
   });
   const result = await runStudy(study);
-  assertStudyConsistent(study, result);
+  assertStudyInvariants(study, result);
 
   const stored = readOptunaStudy(study.spec);
   const pruned = stored.filter((t) => t.state === 'PRUNED');
@@ -146,7 +127,7 @@ test('pruner stops a trial mid-training', async () => {
 test('out of memory ends the trial pruned', async () => {
   const study = makeFakeStudy({ studyName: 'oom', nTrials: 2, parallel: 1, script: { '*': { oom_at_epoch: 2 } } });
   const result = await runStudy(study);
-  assertStudyConsistent(study, result);
+  assertStudyInvariants(study, result);
 
   const stored = readOptunaStudy(study.spec);
   assert.deepEqual(stored.map((t) => t.state), ['PRUNED', 'PRUNED']);
@@ -161,7 +142,7 @@ test('out of memory fails the trial when not caught', async () => {
     script: { '*': { oom_at_epoch: 2 } },
   });
   const result = await runStudy(study);
-  assertStudyConsistent(study, result);
+  assertStudyInvariants(study, result);
   const [trial] = readOptunaStudy(study.spec);
   assert.equal(trial!.state, 'FAIL');
   assert.match(String(trial!.userAttrs['hpo:reason']), /out of memory/);
@@ -170,7 +151,7 @@ test('out of memory fails the trial when not caught', async () => {
 test('crashed trial fails and study goes on', async () => {
   const study = makeFakeStudy({ studyName: 'crash', nTrials: 3, parallel: 1, script: { test_t0000: { crash_at_epoch: 2, exit_code: 3 } } });
   const result = await runStudy(study);
-  assertStudyConsistent(study, result);
+  assertStudyInvariants(study, result);
 
   const stored = readOptunaStudy(study.spec);
   assert.deepEqual(stored.map((t) => t.state), ['FAIL', 'COMPLETE', 'COMPLETE']);
@@ -214,7 +195,7 @@ test('continue-as-new keeps running trials', async () => {
     const result = await handle.result();
     assert.equal(result.counted, 6);
     assert.equal(result.states.COMPLETE, 6);
-    assertStudyConsistent(study, result);
+    assertStudyInvariants(study, result);
 
     const firstRun = await temporal.client.workflow.getHandle('study-canew', handle.firstExecutionRunId).fetchHistory();
     const last = firstRun.events![firstRun.events!.length - 1]!;
