@@ -66,8 +66,9 @@ export function encodeValue(value: number | null): ReportedValue {
 }
 
 /** Paths of one pipeline run; the pipeline's own folders follow the contract `logs/<model>/train/<run_id>`. */
-export function runPaths(spec: StudySpec, runId: string, trialFolder: string, run: number, attempt: number) {
-  const model = String((spec.baseConfig.model_config as Record<string, unknown> | undefined)?.model ?? 'model');
+export function runPaths(spec: StudySpec, config: Record<string, unknown>, runId: string, trialFolder: string, run: number, attempt: number) {
+  // The trial's own config: a search over model_config.model changes the folder too.
+  const model = String((config.model_config as Record<string, unknown> | undefined)?.model ?? 'model');
   const workdir = spec.execution.workdir;
   return {
     configPath: path.join(trialFolder, `config.run${run}.yaml`),
@@ -119,7 +120,7 @@ export function createTrainingActivities(options: TrainingOptions) {
               return { config: final.config, runId: final.trainRunId };
             })();
       const trialFolder = path.join(spec.artifactDir, 'trials', input.kind === 'trial' ? `t${String(input.trialNumber).padStart(4, '0')}` : 'final');
-      const paths = runPaths(spec, built.runId, trialFolder, input.run, attempt);
+      const paths = runPaths(spec, built.config, built.runId, trialFolder, input.run, attempt);
       const ids = { study: input.studyName, trial: input.trialNumber, kind: input.kind, run: input.run, attempt, runId: built.runId, worker: options.workerIdentity };
 
       writeFileAtomically(paths.configPath, YAML.stringify(built.config));

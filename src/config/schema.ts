@@ -426,7 +426,38 @@ export function checkOptimizationRules(document: Record<string, unknown>): RawIs
     ...checkComponentRules('sampler', optimization.sampler, SAMPLER_ARGUMENTS),
     ...checkComponentRules('pruner', optimization.pruner, PRUNER_ARGUMENTS),
     ...checkSearchSpaceRules(optimization.search_space, document),
+    ...checkModelName(document, optimization.search_space),
   ];
+}
+
+/**
+ * Checks `model_config.model` and any searched choices for it: the name becomes a folder of every
+ * run (`logs/<model>/train/<run_id>`), which the orchestrator reads and moves aside, so it must
+ * not climb out of the pipeline's folder.
+ */
+function checkModelName(document: Record<string, unknown>, rawSpace: unknown): RawIssue[] {
+  const issues: RawIssue[] = [];
+  const modelConfig = document.model_config;
+  const model = isMapping(modelConfig) ? modelConfig.model : undefined;
+  if (model !== undefined && (typeof model !== 'string' || !isValidName(model))) {
+    issues.push({
+      path: ['model_config', 'model'],
+      message: `${nameRuleText(String(model))} It names the folders logs/<model>/ and models/<model>/ of every run.`,
+    });
+  }
+
+  if (!Array.isArray(rawSpace)) return issues;
+  rawSpace.forEach((param, index) => {
+    if (!isMapping(param) || param.path !== 'model_config.model' || !Array.isArray(param.choices)) return;
+    param.choices.forEach((choice, choiceIndex) => {
+      if (typeof choice === 'string' && isValidName(choice)) return;
+      issues.push({
+        path: ['optimization', 'search_space', index, 'choices', choiceIndex],
+        message: `${nameRuleText(String(choice))} A choice for model_config.model names the run's log and model folders.`,
+      });
+    });
+  });
+  return issues;
 }
 
 function checkStudyIdentity(optimization: Record<string, unknown>): RawIssue[] {

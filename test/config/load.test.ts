@@ -332,6 +332,8 @@ const INVALID_CASES: InvalidCase[] = [
   { name: 'log not boolean', change: (d) => { space(d, 0).log = 'yes'; }, path: 'optimization.search_space[0].log', fragment: 'must be true or false, but got "yes"' },
   { name: 'execution not mapping', change: (d) => { d.optimization.execution = ['train_only']; }, path: 'optimization.execution', fragment: 'must be a mapping, but got a list' },
   { name: 'study_name missing', change: (d) => { delete d.optimization.study_name; }, path: 'optimization.study_name', fragment: 'missing required key. Add study_name (a string)' },
+  { name: 'model name escapes the run folder', change: (d) => { d.model_config.model = '../../etc'; }, path: 'model_config.model', fragment: 'names the folders logs/<model>/' },
+  { name: 'searched model name escapes', change: (d) => { d.optimization.search_space.push({ name: 'model', path: 'model_config.model', type: 'categorical', choices: ['v5', '../x'] }); }, path: 'optimization.search_space[6].choices[1]', fragment: 'names the run\'s log and model folders' },
   { name: 'n_trials missing', change: (d) => { delete d.optimization.budget.n_trials; }, path: 'optimization.budget.n_trials', fragment: 'missing required key' },
   { name: 'budget missing', change: (d) => { delete d.optimization.budget; }, path: 'optimization.budget', fragment: 'missing required key' },
   { name: 'objective missing', change: (d) => { delete d.optimization.objective_metric; }, path: 'optimization.objective_metric', fragment: 'missing required key' },
