@@ -236,15 +236,16 @@ class Bridge:
         name = requested
 
         storage = self.cache.storage(ref["storage"])
-        existing = {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
-        if requested in existing:
-            stored = optuna.load_study(storage=storage, study_name=requested).user_attrs.get(FINGERPRINT_ATTR)
-            if stored is not None and stored != fingerprint:
-                name = f"{requested}__{params['run_id_prefix']}"
-                warning = (
-                    f"the search space of study {requested!r} changed since it was created; "
-                    f"continuing in a new study {name!r} so the stored trials stay comparable"
-                )
+        summaries = optuna.study.get_all_study_summaries(storage, include_best_trial=False)
+        fingerprints = {s.study_name: s.user_attrs.get(FINGERPRINT_ATTR) for s in summaries}
+        if requested in fingerprints and fingerprints[requested] not in (None, fingerprint):
+            # A derived study made earlier for this same search space is continued, not made again.
+            derived = sorted(n for n, f in fingerprints.items() if n.startswith(f"{requested}__") and f == fingerprint)
+            name = derived[-1] if derived else f"{requested}__{params['run_id_prefix']}"
+            warning = (
+                f"the search space of study {requested!r} changed since it was created; "
+                f"continuing in {'the' if derived else 'a new'} study {name!r} so the stored trials stay comparable"
+            )
 
         study = self.cache.study(ref, study_name=name, create=True)
         if study.direction.name.lower() != ref["direction"]:
@@ -257,9 +258,11 @@ class Bridge:
             study.set_user_attr(SEARCH_SPACE_ATTR, params["search_space"])
         # Run ids keep the prefix of the study's first start, so a resumed study names its new
         # trials like its old ones and the final run once.
+        # A derived study's run ids start with its own name, so they never reuse the folders of
+        # the original study's runs, even when the config sets an explicit run_id_prefix.
         run_id_prefix = study.user_attrs.get(RUN_ID_PREFIX_ATTR)
         if run_id_prefix is None:
-            run_id_prefix = params["run_id_prefix"]
+            run_id_prefix = name if name != requested else params["run_id_prefix"]
             study.set_user_attr(RUN_ID_PREFIX_ATTR, run_id_prefix)
 
         recovered: list[int] = []

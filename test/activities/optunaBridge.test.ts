@@ -100,6 +100,11 @@ test('open with changed search space derives study', async () => {
   assert.equal(same.study_name, 'changed');
   // The run id prefix of the study's first start is kept.
   assert.equal(same.run_id_prefix, 'p1');
+  // Started again with the changed space, the study continues the derived study it made before.
+  const again = await open('changed', { fingerprint: 'fp-2', run_id_prefix: 'p4' });
+  assert.equal(again.study_name, 'changed__p2');
+  // Run ids of a derived study start with its name, so they never reuse the original's folders.
+  assert.equal(again.run_id_prefix, 'changed__p2');
 });
 
 test('open recovers trials left running', async () => {
