@@ -11,14 +11,15 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Context, ApplicationFailure, CancelledFailure, log } from '@temporalio/activity';
-import YAML from 'yaml';
 import type { StudySpec } from '../common/types';
 import { buildFinalConfig, buildTrialConfig } from '../config';
 import { epochReportedSignal, type ReportedValue } from '../workflows/messages';
 import { classifyExit, type RunEnd } from './failureKinds';
 import { PipelineProcess, readLogTail } from './pipelineProcess';
+import { stringifyForPipeline } from './pipelineYaml';
+import { PIPELINE_START_FAILURE, WORKER_SHUTDOWN_FAILURE } from './failureTypes';
 import { GpuSlots } from './gpuSlots';
-import { bestValue, ObjectiveColumnMissingError, TrainingLogTail, type EpochRow } from './trainingLog';
+import { bestValue, TrainingLogFormatError, TrainingLogTail, type EpochRow } from './trainingLog';
 
 export interface TrainingInput {
   spec: StudySpec;
@@ -56,6 +57,7 @@ export interface TrainingOptions {
 }
 
 const LOG_TAIL_LINES = 30;
+
 
 export function encodeValue(value: number | null): ReportedValue {
   if (value === null) return null;
@@ -123,7 +125,7 @@ export function createTrainingActivities(options: TrainingOptions) {
       const paths = runPaths(spec, built.config, built.runId, trialFolder, input.run, attempt);
       const ids = { study: input.studyName, trial: input.trialNumber, kind: input.kind, run: input.run, attempt, runId: built.runId, worker: options.workerIdentity };
 
-      writeFileAtomically(paths.configPath, YAML.stringify(built.config));
+      writeFileAtomically(paths.configPath, stringifyForPipeline(built.config));
       const moved = moveRunFoldersAside(paths.runFolders);
       if (moved.length > 0) log.info('Moved the folders of an earlier run aside', { ...ids, moved });
 
@@ -172,7 +174,7 @@ async function superviseRun(args: SuperviseArgs): Promise<TrainingResult> {
     proc = await PipelineProcess.start({ argv, cwd: spec.execution.workdir, env, logPath: paths.logPath });
   } catch (error) {
     // A command that cannot start fails the same way on every worker.
-    throw ApplicationFailure.nonRetryable(`cannot start the pipeline: ${(error as Error).message}`, 'PipelineStartError');
+    throw ApplicationFailure.nonRetryable(`cannot start the pipeline: ${(error as Error).message}`, PIPELINE_START_FAILURE);
   }
   log.info('Pipeline started', { ...ids, pid: proc.pid, argv, cwd: spec.execution.workdir, log: paths.logPath });
 
@@ -248,7 +250,7 @@ async function superviseRun(args: SuperviseArgs): Promise<TrainingResult> {
   };
 
   let stalled = false;
-  let columnError: ObjectiveColumnMissingError | null = null;
+  let columnError: TrainingLogFormatError | null = null;
   try {
     heartbeat();
     while (!exited) {
@@ -258,9 +260,9 @@ async function superviseRun(args: SuperviseArgs): Promise<TrainingResult> {
       try {
         await pollOnce(false);
       } catch (error) {
-        if (!(error instanceof ObjectiveColumnMissingError)) throw error;
+        if (!(error instanceof TrainingLogFormatError)) throw error;
         columnError = error;
-        log.error('Objective column missing; stopping the pipeline', { ...ids, columns: error.columns });
+        log.error('training_step.csv cannot be used; stopping the pipeline', { ...ids, error: error.message });
         await proc.stop(graceMs);
         break;
       }
@@ -282,8 +284,10 @@ async function superviseRun(args: SuperviseArgs): Promise<TrainingResult> {
       await proc.stop(graceMs);
       await reportChain;
       if (details?.workerShutdown) {
-        // Hand the trial back at once instead of waiting for the heartbeat timeout.
-        throw ApplicationFailure.retryable(`worker ${options.workerIdentity} is shutting down`, 'WorkerShutdown');
+        // Hand the trial back at once instead of waiting for the heartbeat timeout. Non-retryable,
+        // so the trial workflow starts a new run that does not use up execution.max_attempts:
+        // preemptions are routine on a cluster, not failures.
+        throw ApplicationFailure.nonRetryable(`worker ${options.workerIdentity} is shutting down`, WORKER_SHUTDOWN_FAILURE);
       }
       throw error;
     }
@@ -297,7 +301,7 @@ async function superviseRun(args: SuperviseArgs): Promise<TrainingResult> {
     try {
       await pollOnce(true);
     } catch (error) {
-      if (!(error instanceof ObjectiveColumnMissingError)) throw error;
+      if (!(error instanceof TrainingLogFormatError)) throw error;
       columnError = error;
     }
   }
