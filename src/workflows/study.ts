@@ -10,6 +10,8 @@
  */
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import {
+  ActivityFailure,
+  ApplicationFailure,
   ParentClosePolicy,
   allHandlersFinished,
   condition,
@@ -22,6 +24,7 @@ import {
   startChild,
   workflowInfo,
 } from '@temporalio/workflow';
+import { PIPELINE_START_FAILURE, WORKER_SHUTDOWN_FAILURE } from '../activities/failureTypes';
 import type { FinalRunRecord, StudyActivities, StudyRef } from '../activities/studyActivities';
 import type { TrainingActivities, TrainingResult } from '../activities/training';
 import type { StudySpec } from '../common/types';
@@ -88,6 +91,9 @@ export interface StudyResult {
 }
 
 const DEFAULT_HISTORY_EVENT_LIMIT = 10_000;
+
+/** Hand-backs by shutting-down workers that the final run tolerates before it is recorded as failed. */
+const MAX_FINAL_RUN_HAND_BACKS = 100;
 
 const optuna = proxyActivities<StudyActivities>({
   startToCloseTimeout: '2 minutes',
@@ -382,25 +388,35 @@ class StudyRun {
       taskQueue: this.spec.execution.taskQueue,
       startToCloseTimeout: '30 days',
       heartbeatTimeout: `${this.spec.execution.heartbeatTimeoutSeconds} seconds`,
-      retry: { maximumAttempts: this.spec.execution.maxAttempts, initialInterval: '5 seconds', nonRetryableErrorTypes: ['PipelineStartError'] },
+      retry: {
+        maximumAttempts: this.spec.execution.maxAttempts,
+        initialInterval: '5 seconds',
+        nonRetryableErrorTypes: [PIPELINE_START_FAILURE, WORKER_SHUTDOWN_FAILURE],
+      },
     });
     const trainRunId = `${this.state.runIdPrefix}_best_train`;
     log.info('Final full-pipeline run started', { study: this.state.studyName, bestTrial: best.number, runId: trainRunId });
 
-    let record: FinalRunRecord;
-    try {
-      const result: TrainingResult = await training.runTraining({
-        spec: this.trialSpec(),
-        studyName: this.state.studyName,
-        kind: 'final',
-        trialNumber: best.number,
-        params: best.params,
-        run: 1,
-        reportTo: null,
-      });
-      record = { bestTrial: best.number, trainRunId, end: result.end, reason: result.reason, value: result.value };
-    } catch (error) {
-      record = { bestTrial: best.number, trainRunId, end: 'failed', reason: (error as Error).message, value: null };
+    let record: FinalRunRecord | null = null;
+    for (let run = 1; record === null; run++) {
+      try {
+        const result: TrainingResult = await training.runTraining({
+          spec: this.trialSpec(),
+          studyName: this.state.studyName,
+          kind: 'final',
+          trialNumber: best.number,
+          params: best.params,
+          run,
+          reportTo: null,
+        });
+        record = { bestTrial: best.number, trainRunId, end: result.end, reason: result.reason, value: result.value };
+      } catch (error) {
+        // A worker that shut down handed the run back: run it again elsewhere, as trials do.
+        const handedBack = error instanceof ActivityFailure && error.cause instanceof ApplicationFailure && error.cause.type === WORKER_SHUTDOWN_FAILURE;
+        if (handedBack && run < MAX_FINAL_RUN_HAND_BACKS) continue;
+        const cause = error instanceof ActivityFailure && error.cause ? error.cause.message : (error as Error).message;
+        record = { bestTrial: best.number, trainRunId, end: 'failed', reason: cause, value: null };
+      }
     }
     log.info('Final full-pipeline run ended', { study: this.state.studyName, ...record });
     await optuna.recordFinalRun({ study: this.studyRef(), record });

@@ -16,6 +16,7 @@
  */
 import {
   ActivityFailure,
+  ApplicationFailure,
   CancellationScope,
   condition,
   getExternalWorkflowHandle,
@@ -28,6 +29,7 @@ import {
 } from '@temporalio/workflow';
 import type { StudyActivities, StudyRef } from '../activities/studyActivities';
 import type { TrainingActivities, TrainingInput, TrainingResult } from '../activities/training';
+import { PIPELINE_START_FAILURE, WORKER_SHUTDOWN_FAILURE } from '../activities/failureTypes';
 import type { StudySpec } from '../common/types';
 import {
   epochReportedSignal,
@@ -50,6 +52,9 @@ export interface TrialWorkflowInput {
   studyWorkflowId: string;
 }
 
+/** Hand-backs by shutting-down workers that a trial tolerates, so a crash loop cannot run forever. */
+const MAX_HAND_BACKS = 100;
+
 const optuna = proxyActivities<StudyActivities>({
   // Optuna calls are short; a slow SQLite lock or a restarting bridge is retried without limit
   // because a trial must never end RUNNING in the storage.
@@ -69,7 +74,7 @@ function trainingActivities(spec: StudySpec) {
       initialInterval: '5 seconds',
       backoffCoefficient: 2,
       maximumInterval: '1 minute',
-      nonRetryableErrorTypes: ['PipelineStartError'],
+      nonRetryableErrorTypes: [PIPELINE_START_FAILURE, WORKER_SHUTDOWN_FAILURE],
     },
   });
 }
@@ -163,11 +168,20 @@ class TrialRun {
     const { spec } = this.input;
     let oomRuns = 0;
     let failedRuns = 0;
+    let handBacks = 0;
 
     for (;;) {
       this.run += 1;
       this.attempt = 0;
       const result = await this.trainOnce();
+      if (result === 'handedBack') {
+        handBacks += 1;
+        if (handBacks > MAX_HAND_BACKS) {
+          return this.makeOutcome('FAIL', null, `infrastructure: handed back by ${MAX_HAND_BACKS} workers that shut down`);
+        }
+        log.warn('Worker shut down during training; running the trial on another worker', this.ids({ handBacks }));
+        continue;
+      }
       if (result === 'pruned') {
         return this.makeOutcome('PRUNED', this.lastValue, `pruned by ${spec.pruner.name} at epoch ${this.maxStepSeen}`);
       }
@@ -208,7 +222,7 @@ class TrialRun {
   }
 
   /** Runs the training activity once while reporting its epochs; returns how that run ended. */
-  private async trainOnce(): Promise<TrainingResult | 'pruned' | { infrastructureFailure: string }> {
+  private async trainOnce(): Promise<TrainingResult | 'pruned' | 'handedBack' | { infrastructureFailure: string }> {
     const { spec } = this.input;
     const activityInput: TrainingInput = {
       spec,
@@ -229,6 +243,11 @@ class TrialRun {
       return await done;
     } catch (error) {
       if (this.pruneRequested && isCancellation(error)) return 'pruned';
+      if (error instanceof ActivityFailure && error.cause instanceof ApplicationFailure && error.cause.type === WORKER_SHUTDOWN_FAILURE) {
+        this.attemptsBefore += Math.max(this.attempt, 1);
+        this.attempt = 0;
+        return 'handedBack';
+      }
       if (error instanceof ActivityFailure && !isCancellation(error)) {
         const cause = error.cause?.message ?? error.message;
         this.attempt = Math.max(this.attempt, spec.execution.maxAttempts);
