@@ -11,12 +11,12 @@ export interface BridgeLogger {
 
 export const BRIDGE_SCRIPT = path.resolve(__dirname, '..', 'python', 'optuna_bridge.py');
 
-/** Raised when the bridge's Python cannot import optuna; the message holds the fix. */
+/** Raised when the bridge's Python cannot import optuna. The message contains the fix. */
 export class MissingOptunaError extends Error {
   override name = 'MissingOptunaError';
 }
 
-/** Raised for a request the bridge rejected as invalid; retrying it gives the same answer. */
+/** Raised for a request the bridge rejected as invalid, so a retry gets the same response. */
 export class BridgeRequestError extends Error {
   override name = 'BridgeRequestError';
   constructor(
@@ -54,7 +54,7 @@ export function missingOptunaMessage(python: string, detail: string): string {
 
 /**
  * Client of the long-lived Python bridge (src/python/optuna_bridge.py), speaking JSON lines.
- * Requests are answered in order by one Python process; if it dies, pending calls fail (their
+ * One Python process handles the requests in order. If it dies, pending calls fail (their
  * activities retry) and the next call starts a new process.
  */
 export class OptunaBridge {
@@ -157,7 +157,7 @@ export class OptunaBridge {
         }
         const pending = message.id === undefined ? undefined : this.pending.get(message.id);
         if (!pending || message.id === undefined) {
-          this.logger.warn('Optuna bridge answered an unknown request', { id: message.id });
+          this.logger.warn('Optuna bridge sent a response for an unknown request id', { id: message.id });
           return;
         }
         this.pending.delete(message.id);
@@ -172,7 +172,7 @@ export class OptunaBridge {
           this.child = undefined;
           this.ready = undefined;
         }
-        const error = new Error(`the Optuna bridge exited (code ${code}, signal ${signal}) before it answered`);
+        const error = new Error(`the Optuna bridge exited (code ${code}, signal ${signal}) before it responded`);
         for (const [id, pending] of this.pending) {
           this.pending.delete(id);
           pending.reject(error);

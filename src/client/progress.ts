@@ -49,7 +49,7 @@ export async function fetchProgress(
       try {
         trials.set(number, await client.workflow.getHandle(trialWorkflowId(study.studyName, number)).query(trialProgressQuery));
       } catch {
-        // A trial that is just starting or ending may not answer yet; the next poll shows it.
+        // A trial that is just starting or ending may not respond to queries yet. The next poll shows it.
       }
     }),
   );

@@ -34,7 +34,7 @@ export interface StatusReport {
   finished: number | null;
   best: StatusTrial | null;
   trials: StatusTrial[];
-  /** Where the trials came from: the study workflow, or the Optuna storage when no worker answered. */
+  /** Source of the trials: the study workflow, or the Optuna storage when no worker responded. */
   source: 'workflow' | 'optuna-storage';
 }
 
@@ -104,7 +104,7 @@ export async function collectStatus(client: Client, study: string, queryTimeoutM
   const status = description.status.name;
 
   if (status === 'RUNNING') {
-    // A query needs a study worker; without one, the Optuna storage still holds every trial.
+    // A query needs a study worker. Without one, the Optuna storage still contains every trial.
     const live = await withTimeout(fetchProgress(client, handle), queryTimeoutMs);
     if (live === null) return await statusFromStorage(handle, status);
     const { study: progress, trials } = live;

@@ -435,13 +435,13 @@ class StudyRun {
     };
   }
 
-  /** The config's spec as the trials see it: run ids and artifact folder of the study Optuna holds. */
+  /** Returns the spec that trials get: the run id prefix and artifact folder of the stored study. */
   private trialSpec(): StudySpec {
     return { ...this.spec, runIdPrefix: this.state.runIdPrefix, artifactDir: this.artifactDir() };
   }
 
   private artifactDir(): string {
-    // The artifact folder follows the study that Optuna actually holds (derived or not).
+    // The artifact folder follows the study that Optuna actually stores (derived or not).
     return this.state.studyName === this.spec.studyName
       ? this.spec.artifactDir
       : this.spec.artifactDir.replace(/[^/\\]+$/, this.state.studyName);
@@ -467,7 +467,7 @@ class StudyRun {
     else this.state.trials.push(summary);
   }
 
-  /** The web UI shows these details on the study's page. */
+  /** Updates the current details that the web UI shows on the study's page. */
   private updateDetails(): void {
     const best = this.best();
     const lines = [

@@ -27,6 +27,7 @@ import {
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
+import { RetryState } from '@temporalio/common';
 import type { StudyActivities, StudyRef } from '../activities/studyActivities';
 import type { TrainingActivities, TrainingInput, TrainingResult } from '../activities/training';
 import { PIPELINE_START_FAILURE, WORKER_SHUTDOWN_FAILURE } from '../activities/failureTypes';
@@ -114,7 +115,7 @@ class TrialRun {
     this.updateDetails();
   }
 
-  /** The web UI shows these details on the trial's page, next to the training activity's heartbeat. */
+  /** Updates the current details that the web UI shows on the trial's page, next to the activity's heartbeat. */
   updateDetails(): void {
     const { spec, number, runId } = this.input;
     const epochs = (spec.baseConfig.training_config as Record<string, unknown> | undefined)?.epochs;
@@ -150,7 +151,7 @@ class TrialRun {
       outcome = await this.trainUntilDecided();
     } catch (error) {
       if (isCancellation(error)) {
-        // `hpo stop --now` cancels this workflow: Optuna has no cancelled state, so FAIL says why.
+        // `hpo stop --now` cancels this workflow. Optuna has no cancelled state, so the FAIL reason explains it.
         outcome = this.makeOutcome('FAIL', null, 'stopped: the study was stopped with hpo stop --now');
       } else {
         // A bug or an Optuna call rejected as invalid: the trial still must not stay RUNNING.
@@ -206,7 +207,7 @@ class TrialRun {
             log.warn('Trial ran out of memory; running it again', this.ids({ reason: result.reason, retry: oomRuns }));
             continue;
           }
-          return this.makeOutcome(spec.execution.catchOomAsPruned ? 'PRUNED' : 'FAIL', result.value, `out of memory: ${result.reason}`);
+          return this.makeOutcome(spec.execution.catchOomAsPruned ? 'PRUNED' : 'FAIL', result.value, outOfMemoryReason(result.reason));
         case 'failed':
         case 'stopped':
           if (failedRuns < spec.execution.retryFailedTrials) {
@@ -238,6 +239,10 @@ class TrialRun {
     const done = training.run(() => trainingActivities(spec).runTraining(activityInput));
     let trainingEnded = false;
     const reporting = this.reportWhileTraining(training, () => trainingEnded);
+    // Cancelling the workflow (hpo stop --now) rejects the loop's condition() while `done` may
+    // still be pending; without a handler attached now, that rejection counts as unhandled and
+    // fails the workflow task. The finally block below still awaits it.
+    reporting.catch(() => undefined);
 
     try {
       return await done;
@@ -250,9 +255,12 @@ class TrialRun {
       }
       if (error instanceof ActivityFailure && !isCancellation(error)) {
         const cause = error.cause?.message ?? error.message;
-        this.attempt = Math.max(this.attempt, spec.execution.maxAttempts);
-        log.error('Training failed on the infrastructure side', this.ids({ error: cause }));
-        return { infrastructureFailure: `infrastructure: ${cause} (after ${spec.execution.maxAttempts} attempts at most)` };
+        // A non-retryable error (a command that cannot start) ends the run at the attempt that raised it.
+        const retried = error.retryState !== RetryState.NON_RETRYABLE_FAILURE;
+        this.attempt = Math.max(this.attempt, retried ? spec.execution.maxAttempts : 1);
+        log.error('Training failed on the infrastructure side', this.ids({ error: cause, retryState: error.retryState }));
+        const attempts = retried ? `after ${spec.execution.maxAttempts} attempts at most` : 'not retried';
+        return { infrastructureFailure: `infrastructure: ${cause} (${attempts})` };
       }
       throw error;
     } finally {
@@ -261,7 +269,7 @@ class TrialRun {
     }
   }
 
-  /** Reports pending epochs as they arrive; cancels the training scope when the pruner says so. */
+  /** Reports pending epochs as they arrive, and cancels the training scope when the pruner decides to prune. */
   private async reportWhileTraining(training: CancellationScope, ended: () => boolean): Promise<void> {
     for (;;) {
       await condition(() => this.pending.length > 0 || ended());
@@ -340,7 +348,13 @@ class TrialRun {
   }
 }
 
-/** One stable log line per trial state change, as Optuna writes them. */
+/** Returns the reason of an out-of-memory end with one prefix: a quoted CUDA message already has it. */
+function outOfMemoryReason(reason: string | null): string {
+  if (reason === null) return 'out of memory';
+  return reason.startsWith('out of memory') ? reason : `out of memory: ${reason}`;
+}
+
+/** Logs one stable line per trial state change, worded as Optuna words its own. */
 function logOutcome(outcome: TrialOutcome, input: TrialWorkflowInput): void {
   const meta = { study: input.study.studyName, trial: outcome.number, state: outcome.state, value: outcome.value, attempts: outcome.attempts };
   if (outcome.state === 'COMPLETE') {
