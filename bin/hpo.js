@@ -7,7 +7,10 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error) => {
     const invalidInput = ['ConfigError', 'UsageError'].includes(error && error.name) || /^ERR_PARSE_ARGS_/.test((error && error.code) || '');
-    process.stderr.write(`error: ${error && error.message ? error.message : String(error)}\n`);
+    // A failed workflow wraps the reason in causes (workflow, activity, application failure).
+    const messages = [];
+    for (let cause = error; cause; cause = cause.cause) messages.push(cause.message || String(cause));
+    process.stderr.write(`error: ${messages.join(': caused by: ')}\n`);
     process.exit(invalidInput ? 2 : 1);
   },
 );

@@ -3,12 +3,13 @@
  * Exit status: 0 done, 1 failed, 2 invalid input (config or arguments), 130 interrupted.
  */
 import { parseArgs } from 'node:util';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { DEFAULT_GPU_TASK_QUEUE } from '../common/taskQueues';
 import { createHpoWorkers } from '../worker/workers';
 import { studyWorkflowId } from '../workflows/ids';
 import { setTrialBudgetUpdate, stopStudySignal } from '../workflows/messages';
-import { resolveTemporal, withClient } from './connection';
+import { OptunaBridge, bridgePython } from '../activities/optunaBridge';
+import { connectWorker, resolveTemporal, withClient } from './connection';
 import { startDevServer, DEFAULT_DEV_SERVER_PORT, DEFAULT_DEV_SERVER_UI_PORT } from './devServer';
 import { UsageError } from './errors';
 import { gpuListFromEnv, startCommand } from './start';
@@ -53,8 +54,18 @@ async function workerCommand(args: string[]): Promise<number> {
   if (!Number.isInteger(slots) || slots < 1) throw new UsageError(`--slots must be an integer of at least 1, but got ${values.slots}`);
 
   Runtime.install({ logger: new DefaultLogger('INFO') });
+  if (values.role !== 'gpu') {
+    // Fail before connecting when optuna is missing: that is the error the user can fix here.
+    const bridge = new OptunaBridge(bridgePython(), Runtime.instance().logger);
+    try {
+      await bridge.start();
+    } finally {
+      await bridge.close();
+    }
+  }
+
   const target = await resolveTemporal({ projectDir: process.cwd(), startEmbedded: 'never' });
-  const connection = await NativeConnection.connect(target.connectionOptions);
+  const connection = await connectWorker(target);
   try {
     const workers = await createHpoWorkers({
       connection,

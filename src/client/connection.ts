@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { loadClientConfigProfile, toClientOptions } from '@temporalio/envconfig';
-import type { NativeConnectionOptions } from '@temporalio/worker';
+import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
 import { DEFAULT_DEV_SERVER_PORT, DEFAULT_DEV_SERVER_UI_PORT, startDevServer, type DevServer } from './devServer';
 
 export interface TemporalTarget {
@@ -18,7 +18,32 @@ export interface TemporalTarget {
   embedded: DevServer | null;
 }
 
-/** The configured server, or null when the environment names none. */
+/** Wraps a failed connection in a message that names the address and what to do. */
+export function connectionError(target: TemporalTarget, error: unknown): Error {
+  const detail = error instanceof Error ? error.message : String(error);
+  const hint = target.embedded
+    ? 'The embedded server may have stopped: run the command again.'
+    : 'Check TEMPORAL_ADDRESS (or your Temporal profile), or run the embedded server with npx hpo server.';
+  return new Error(`cannot connect to the Temporal server at ${target.connectionOptions.address}: ${detail}. ${hint}`);
+}
+
+export async function connectClient(target: TemporalTarget): Promise<Connection> {
+  try {
+    return await Connection.connect(target.connectionOptions);
+  } catch (error) {
+    throw connectionError(target, error);
+  }
+}
+
+export async function connectWorker(target: TemporalTarget): Promise<NativeConnection> {
+  try {
+    return await NativeConnection.connect(target.connectionOptions);
+  } catch (error) {
+    throw connectionError(target, error);
+  }
+}
+
+/** Returns the configured server, or null when the environment names none. */
 export function configuredServer(): { connectionOptions: NativeConnectionOptions; namespace: string } | null {
   const profile = loadClientConfigProfile();
   if (!profile.address) return null;
@@ -71,7 +96,7 @@ export async function resolveTemporal(options: ResolveOptions): Promise<Temporal
 export async function withClient<T>(fn: (client: Client, target: TemporalTarget) => Promise<T>): Promise<T> {
   const target = await resolveTemporal({ projectDir: process.cwd(), startEmbedded: 'if-state-exists' });
   try {
-    const connection = await Connection.connect(target.connectionOptions);
+    const connection = await connectClient(target);
     try {
       return await fn(new Client({ connection, namespace: target.namespace }), target);
     } finally {

@@ -25,6 +25,8 @@ export interface DevServer {
   uiUrl: string;
   /** False when a server was already listening on the port and this process reuses it. */
   owned: boolean;
+  /** Process id of the server, or null when it is not owned. */
+  pid: number | null;
   stop(): Promise<void>;
 }
 
@@ -72,7 +74,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
 
   if (await isPortOpen(ip, port)) {
     // Another `hpo` process (or `hpo server`) already serves this port: share it.
-    return { address, uiUrl, owned: false, stop: async () => undefined };
+    return { address, uiUrl, owned: false, pid: null, stop: async () => undefined };
   }
 
   fs.mkdirSync(path.dirname(options.dbFile), { recursive: true });
@@ -122,6 +124,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     address,
     uiUrl,
     owned: true,
+    pid: child.pid ?? null,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -14,7 +14,7 @@ import { createHpoWorkers, type HpoWorkers } from '../worker/workers';
 import { studyWorkflowId } from '../workflows/ids';
 import { studyProgressQuery } from '../workflows/messages';
 import type { StudyResult, studyWorkflow } from '../workflows/study';
-import { resolveTemporal } from './connection';
+import { connectClient, connectWorker, resolveTemporal } from './connection';
 import { fetchProgress, formatValue, ProgressPrinter, withTimeout } from './progress';
 import { UsageError } from './errors';
 
@@ -119,7 +119,7 @@ export async function startCommand(configPath: string, flags: StartFlags): Promi
   let connection: Connection | null = null;
   try {
     if (runWorker) {
-      nativeConnection = await NativeConnection.connect(target.connectionOptions);
+      nativeConnection = await connectWorker(target);
       workers = await createHpoWorkers({
         connection: nativeConnection,
         namespace: target.namespace,
@@ -130,7 +130,7 @@ export async function startCommand(configPath: string, flags: StartFlags): Promi
       process.stdout.write(`Worker started in this process (log: ${path.relative(projectDir, logFile)}).\n`);
     }
 
-    connection = await Connection.connect(target.connectionOptions);
+    connection = await connectClient(target);
     const client = new Client({ connection, namespace: target.namespace });
     const { handle, attached } = await startOrAttach(client, spec);
     process.stdout.write(`${attached ? 'Attached to the running' : 'Started'} study ${spec.studyName} (workflow ${handle.workflowId}).\n`);
