@@ -173,8 +173,11 @@ async function superviseRun(args: SuperviseArgs): Promise<TrainingResult> {
   try {
     proc = await PipelineProcess.start({ argv, cwd: spec.execution.workdir, env, logPath: paths.logPath });
   } catch (error) {
-    // A command that cannot start fails the same way on every worker.
-    throw ApplicationFailure.nonRetryable(`cannot start the pipeline: ${(error as Error).message}`, PIPELINE_START_FAILURE);
+    // A command that cannot start fails the same way on every worker. Messages about the
+    // executable already begin with "cannot start the pipeline", but those about the workdir do not.
+    const message = (error as Error).message;
+    const reason = message.startsWith('cannot start the pipeline') ? message : `cannot start the pipeline: ${message}`;
+    throw ApplicationFailure.nonRetryable(reason, PIPELINE_START_FAILURE);
   }
   log.info('Pipeline started', { ...ids, pid: proc.pid, argv, cwd: spec.execution.workdir, log: paths.logPath });
 

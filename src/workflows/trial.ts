@@ -15,6 +15,7 @@
  *             (Optuna's own rule).
  */
 import {
+  ActivityCancellationType,
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
@@ -70,6 +71,9 @@ function trainingActivities(spec: StudySpec) {
     // by the stall timeout, so the start-to-close limit only bounds a runaway run.
     startToCloseTimeout: '30 days',
     heartbeatTimeout: `${spec.execution.heartbeatTimeoutSeconds} seconds`,
+    // A pruned or stopped trial is told to Optuna only once its pipeline has really stopped, so
+    // its process group never outlives the trial's state change.
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: {
       maximumAttempts: spec.execution.maxAttempts,
       initialInterval: '5 seconds',
@@ -240,14 +244,16 @@ class TrialRun {
     let trainingEnded = false;
     const reporting = this.reportWhileTraining(training, () => trainingEnded);
     // Cancelling the workflow (hpo stop --now) rejects the loop's condition() while `done` may
-    // still be pending; without a handler attached now, that rejection counts as unhandled and
-    // fails the workflow task. The finally block below still awaits it.
+    // still be pending. Without a handler attached here, that rejection is unhandled and fails
+    // the workflow task, so the stopped trial waits for task retries. The finally block awaits it.
     reporting.catch(() => undefined);
 
     try {
       return await done;
     } catch (error) {
-      if (this.pruneRequested && isCancellation(error)) return 'pruned';
+      // Once pruned, the trial stays pruned however the run ended: a cancelled activity, or one
+      // whose worker died before it could stop the pipeline (a heartbeat timeout).
+      if (this.pruneRequested) return 'pruned';
       if (error instanceof ActivityFailure && error.cause instanceof ApplicationFailure && error.cause.type === WORKER_SHUTDOWN_FAILURE) {
         this.attemptsBefore += Math.max(this.attempt, 1);
         this.attempt = 0;
@@ -256,6 +262,7 @@ class TrialRun {
       if (error instanceof ActivityFailure && !isCancellation(error)) {
         const cause = error.cause?.message ?? error.message;
         // A non-retryable error (a command that cannot start) ends the run at the attempt that raised it.
+        // NOTE: that attempt is counted as 1 unless an epoch signal reported a later one.
         const retried = error.retryState !== RetryState.NON_RETRYABLE_FAILURE;
         this.attempt = Math.max(this.attempt, retried ? spec.execution.maxAttempts : 1);
         log.error('Training failed on the infrastructure side', this.ids({ error: cause, retryState: error.retryState }));

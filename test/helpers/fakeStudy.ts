@@ -140,7 +140,7 @@ export interface StoredTrial {
 export function readOptunaStudy(spec: StudySpec, studyName = spec.studyName): StoredTrial[] {
   if (spec.storage.kind !== 'url') throw new Error('readOptunaStudy reads URL storages only');
   const program = `
-import json, sys, optuna
+import json, math, sys, optuna
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 study = optuna.load_study(study_name=sys.argv[2], storage=sys.argv[1])
 out = []
@@ -149,7 +149,8 @@ for t in study.get_trials(deepcopy=False):
     if value is not None and value != value:
         value = "nan"
     out.append({"number": t.number, "state": t.state.name, "value": value, "params": t.params,
-                "intermediate": {str(k): v for k, v in t.intermediate_values.items()}, "userAttrs": t.user_attrs})
+                "intermediate": {str(k): (v if math.isfinite(v) else str(v)) for k, v in t.intermediate_values.items()},
+                "userAttrs": t.user_attrs})
 print(json.dumps(out))
 `;
   const result = spawnSync(PYTHON, ['-c', program, spec.storage.url, studyName], { encoding: 'utf8' });
