@@ -58,7 +58,8 @@ export async function fetchProgress(
 
 export class ProgressPrinter {
   private readonly known = new Map<number, TrialSummary['state']>();
-  private readonly epochs = new Map<number, number>();
+  private readonly epochsPrinted = new Map<number, number>();
+  private finishedPrinted = 0;
   private warned = false;
 
   constructor(
@@ -72,25 +73,30 @@ export class ProgressPrinter {
       this.write(`warning: ${study.warning}`);
     }
 
-    for (const trial of study.trials) {
+    // Epochs first, so a trial's last epochs come before the line that says it finished.
+    for (const [number, trial] of trials) {
+      const printed = this.epochsPrinted.get(number) ?? 0;
+      for (const { epoch, value } of trial.epochs) {
+        if (epoch <= printed) continue;
+        const of = study.epochs ? `/${study.epochs}` : '';
+        const attempt = trial.attempt > 1 || trial.run > 1 ? ` (run ${trial.run}, attempt ${trial.attempt})` : '';
+        this.write(`trial ${number} epoch ${epoch}${of}: ${this.metric} ${formatValue(value)}${attempt}`);
+        this.epochsPrinted.set(number, epoch);
+      }
+    }
+
+    for (const trial of [...study.trials].sort((a, b) => a.number - b.number)) {
       const before = this.known.get(trial.number);
       if (before === trial.state) continue;
       this.known.set(trial.number, trial.state);
       if (trial.state === 'RUNNING') {
         this.write(`trial ${trial.number} started: ${formatParams(trial.params)}`);
-      } else {
-        const reason = trial.reason ? ` (${trial.reason})` : '';
-        const line = `trial ${trial.number} ${trial.state}, ${this.metric} ${formatValue(trial.value)}${reason}`;
-        this.write(`${line}   [${study.counted}/${study.nTrials} finished]`);
+        continue;
       }
-    }
-
-    for (const [number, trial] of trials) {
-      if (trial.lastEpoch === 0 || this.epochs.get(number) === trial.lastEpoch) continue;
-      this.epochs.set(number, trial.lastEpoch);
-      const of = study.epochs ? `/${study.epochs}` : '';
-      const attempt = trial.attempt > 1 || trial.run > 1 ? ` (run ${trial.run}, attempt ${trial.attempt})` : '';
-      this.write(`trial ${number} epoch ${trial.lastEpoch}${of}: ${this.metric} ${formatValue(trial.lastValue)}${attempt}`);
+      this.finishedPrinted += 1;
+      const reason = trial.reason ? ` (${trial.reason})` : '';
+      const line = `trial ${trial.number} ${trial.state}, ${this.metric} ${formatValue(trial.value)}${reason}`;
+      this.write(`${line}   [${this.finishedPrinted} finished of ${study.nTrials}]`);
     }
   }
 }

@@ -44,6 +44,8 @@ export interface TrialProgress {
   run: number;
   lastEpoch: number;
   lastValue: ReportedValue;
+  /** Every epoch the trial reported, in order (one per step: the first value counts). */
+  epochs: Array<{ epoch: number; value: ReportedValue }>;
   workerIdentity: string | null;
   outcome: TrialOutcome | null;
 }

@@ -205,13 +205,13 @@ class StudyRun {
       }
       if (this.state.running.length === 0) break;
 
-      this.phase = 'draining';
+      // Draining means no new trial will start: the study was stopped, timed out or met its budget.
+      this.phase = this.willStartMoreTrials() ? 'searching' : 'draining';
       const seen = this.wakeups;
       // Wake at the budget's deadline too, unless it has passed already (then only messages matter).
       const untilTimeout = this.msUntilTimeout();
       if (untilTimeout) await condition(() => this.wakeups !== seen, untilTimeout);
       else await condition(() => this.wakeups !== seen);
-      if (this.state.stop === null && this.state.running.length > 0) this.phase = 'searching';
     }
 
     return await this.finishSearch();
@@ -238,6 +238,11 @@ class StudyRun {
       recovered: opened.recovered,
     });
     this.updateDetails();
+  }
+
+  private willStartMoreTrials(): boolean {
+    const { stop, counted, running, nTrials } = this.state;
+    return stop === null && this.msUntilTimeout() !== 0 && counted + running.length < nTrials;
   }
 
   private canStartTrial(): boolean {

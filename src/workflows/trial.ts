@@ -91,6 +91,7 @@ export function isFiniteValue(value: ReportedValue): value is number {
 
 class TrialRun {
   private readonly pending: Array<{ step: number; value: ReportedValue }> = [];
+  private readonly epochs: Array<{ epoch: number; value: ReportedValue }> = [];
   private maxStepSeen = 0;
   private lastValue: ReportedValue = null;
   private attempt = 0;
@@ -116,6 +117,7 @@ class TrialRun {
     this.maxStepSeen = report.epoch;
     this.lastValue = report.value;
     this.pending.push({ step: report.epoch, value: report.value });
+    this.epochs.push({ epoch: report.epoch, value: report.value });
     this.updateDetails();
   }
 
@@ -142,6 +144,7 @@ class TrialRun {
       run: this.run,
       lastEpoch: this.maxStepSeen,
       lastValue: this.lastValue,
+      epochs: this.epochs,
       workerIdentity: this.workerIdentity,
       outcome: this.outcome,
     };
@@ -302,6 +305,7 @@ class TrialRun {
         this.maxStepSeen = epoch.epoch;
         this.lastValue = epoch.value;
         this.pending.push({ step: epoch.epoch, value: epoch.value });
+        this.epochs.push(epoch);
       }
     }
     if (this.pending.length === 0) return;
