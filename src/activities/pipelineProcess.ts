@@ -41,6 +41,26 @@ interface ExitEvent {
 const DEFAULT_OUTPUT_POLL_MS = 500;
 const GROUP_POLL_MS = 100;
 
+/** Process groups of the pipelines this process started that have not exited yet. */
+const liveGroups = new Set<number>();
+
+/**
+ * Sends SIGKILL to every pipeline process group still running, so a worker that must exit at
+ * once (a second Ctrl-C) leaves no trainer holding a GPU.
+ */
+export function killAllPipelines(): number[] {
+  const killed: number[] = [];
+  for (const pid of liveGroups) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+      killed.push(pid);
+    } catch {
+      // The group exited between the check and the signal.
+    }
+  }
+  return killed;
+}
+
 export class PipelineProcess {
   readonly pid: number;
   readonly exited: Promise<PipelineExit>;
@@ -58,7 +78,9 @@ export class PipelineProcess {
     outputPollMs: number,
   ) {
     this.pid = pid;
+    liveGroups.add(pid);
     this.exited = exitEvent.then(({ code, signal }) => {
+      liveGroups.delete(pid);
       clearInterval(this.outputTimer);
       this.exit = { code, signal, stoppedByUs: this.stoppedByUs };
       return this.exit;

@@ -65,6 +65,40 @@ export function freePort(): Promise<number> {
   });
 }
 
+interface ServerLock {
+  release(): void;
+}
+
+/** Creates the lock file with this process's pid, taking over a lock whose process is gone. */
+function takeServerLock(lockFile: string): ServerLock | null {
+  for (let tries = 0; tries < 2; tries++) {
+    try {
+      fs.writeFileSync(lockFile, String(process.pid), { flag: 'wx' });
+      return {
+        release: () => {
+          const holder = fs.existsSync(lockFile) ? fs.readFileSync(lockFile, 'utf8') : '';
+          if (holder === String(process.pid)) fs.rmSync(lockFile, { force: true });
+        },
+      };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const holder = Number(fs.readFileSync(lockFile, 'utf8'));
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) return null;
+      fs.rmSync(lockFile, { force: true });
+    }
+  }
+  return null;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export async function startDevServer(options: DevServerOptions): Promise<DevServer> {
   const ip = options.ip ?? '127.0.0.1';
   const port = options.port ?? DEFAULT_DEV_SERVER_PORT;
@@ -77,7 +111,24 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     return { address, uiUrl, owned: false, pid: null, stop: async () => undefined };
   }
 
+  // Two `hpo start` at the same moment must not both start a server on one database file: the
+  // first takes the lock, the second waits for the first one's server and shares it.
   fs.mkdirSync(path.dirname(options.dbFile), { recursive: true });
+  const lock = takeServerLock(`${options.dbFile}.lock`);
+  if (!lock) {
+    const deadline = Date.now() + (options.startTimeoutMs ?? 60_000);
+    while (!(await isPortOpen(ip, port, 500))) {
+      if (Date.now() > deadline) {
+        throw new Error(
+          `another process holds ${options.dbFile}.lock but no Temporal server listens on ${address}; ` +
+            'stop that process, or delete the lock file if that process is gone',
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    return { address, uiUrl, owned: false, pid: null, stop: async () => undefined };
+  }
+
   fs.mkdirSync(path.dirname(options.logFile), { recursive: true });
   const log = fs.openSync(options.logFile, 'a');
   const cli = options.temporalCli ?? temporalCliPath();
@@ -92,10 +143,13 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   ];
   let child: ChildProcess;
   try {
-    child = spawn(cli, args, { stdio: ['ignore', log, log] });
+    // Its own process group: Ctrl-C in the terminal must not stop the server before the worker
+    // has handed its running trials back through it. stop() ends it after the worker.
+    child = spawn(cli, args, { stdio: ['ignore', log, log], detached: true });
   } finally {
     fs.closeSync(log);
   }
+  child.once('exit', () => lock.release());
 
   let exited: string | null = null;
   child.once('error', (error) => {

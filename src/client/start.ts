@@ -14,7 +14,8 @@ import { createHpoWorkers, type HpoWorkers } from '../worker/workers';
 import { studyWorkflowId } from '../workflows/ids';
 import { studyProgressQuery } from '../workflows/messages';
 import type { StudyResult, studyWorkflow } from '../workflows/study';
-import { connectClient, connectWorker, resolveTemporal } from './connection';
+import { killAllPipelines } from '../activities/pipelineProcess';
+import { configuredServer, connectClient, connectWorker, resolveTemporal, type TemporalTarget } from './connection';
 import { fetchProgress, formatValue, ProgressPrinter, withTimeout } from './progress';
 import { UsageError } from './errors';
 
@@ -88,6 +89,12 @@ export function printResult(result: StudyResult, spec: StudySpec, uiUrl: string 
   } else {
     out('Best value: none (no trial completed)');
   }
+  const failed = result.trials.filter((t) => t.state === 'FAIL');
+  if (failed.length > 0) {
+    out(`Failed trials (${failed.length}):`);
+    for (const trial of failed.slice(0, 10)) out(`  trial ${trial.number}: ${trial.reason ?? 'no reason recorded'}`);
+    if (failed.length > 10) out(`  ... and ${failed.length - 10} more: npx hpo status ${result.studyName}`);
+  }
   out('Artifacts:');
   out(`  trials:      ${path.relative(process.cwd(), result.trialsCsv) || result.trialsCsv}`);
   out(`  best params: ${path.relative(process.cwd(), result.bestParamsYaml) || result.bestParamsYaml}`);
@@ -103,8 +110,11 @@ export async function startCommand(configPath: string, flags: StartFlags): Promi
   const { spec, notices } = loadStudySpec(configPath, { projectDir, skipFinalFullPipeline: flags.skipFinalFullPipeline });
   for (const notice of notices) process.stdout.write(`note: ${notice}\n`);
 
+  // The embedded server means a local run, so the worker runs here and the command must run here.
+  const runWorker = flags.worker ?? configuredServer() === null;
+  if (runWorker) checkPipelineCommand(spec);
+
   const target = await resolveTemporal({ projectDir, startEmbedded: 'always' });
-  const runWorker = flags.worker ?? target.embedded !== null;
   const logFile = path.join(projectDir, 'artifacts', 'hpo', spec.studyName, 'worker.log');
   installFileLogger(logFile, flags.verbose);
 
@@ -141,19 +151,65 @@ export async function startCommand(configPath: string, flags: StartFlags): Promi
       return 0;
     }
 
-    const outcome = await watch(client, handle, spec, flags.pollIntervalMs, workersDone);
+    const outcome = await watch(client, handle, spec, flags.pollIntervalMs, workersDone, () => forceExit(target));
     if (outcome === 'interrupted') {
       process.stdout.write(`\nStopped watching. The study is saved; run the same command again to continue it.\n`);
+      if (runWorker) process.stdout.write('Stopping the worker: it stops its trainers and hands their trials back (Ctrl-C again exits at once).\n');
       return 130;
     }
     printResult(outcome, spec, target.uiUrl, target.namespace, handle.workflowId);
-    return 0;
+    // A study in which no trial completed has no result to use: say so in the exit status too.
+    return outcome.best === null && outcome.counted > 0 ? 1 : 0;
   } finally {
     workers?.shutdown();
     await workersDone?.catch((error: Error) => process.stderr.write(`worker stopped with an error: ${error.message}\n`));
     await connection?.close();
     await nativeConnection?.close();
     await target.embedded?.stop();
+  }
+}
+
+/** Exits at once on a second Ctrl-C: kills this process's trainers and embedded server first. */
+function forceExit(target: TemporalTarget): never {
+  const killed = killAllPipelines();
+  if (target.embedded?.owned && target.embedded.pid !== null) {
+    try {
+      process.kill(-target.embedded.pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+  process.stderr.write(`\nExiting at once; killed ${killed.length} trainer(s). Their trials run again when the study continues.\n`);
+  process.exit(130);
+}
+
+/**
+ * Checks that the pipeline command can start on this machine, so a typo in
+ * `execution.command` fails before any trial does.
+ */
+export function checkPipelineCommand(spec: StudySpec): void {
+  const [executable] = spec.execution.command;
+  if (!fs.existsSync(spec.execution.workdir) || !fs.statSync(spec.execution.workdir).isDirectory()) {
+    throw new UsageError(`optimization.execution.workdir: folder not found: ${spec.execution.workdir}. Point it at the pipeline's root folder.`);
+  }
+  if (!executable) return;
+  const candidates = executable.includes('/')
+    ? [path.resolve(spec.execution.workdir, executable)]
+    : (process.env.PATH ?? '').split(path.delimiter).filter(Boolean).map((dir) => path.join(dir, executable));
+  const found = candidates.some((file) => {
+    try {
+      fs.accessSync(file, fs.constants.X_OK);
+      return fs.statSync(file).isFile();
+    } catch {
+      return false;
+    }
+  });
+  if (!found) {
+    const where = executable.includes('/') ? `at ${candidates[0]}` : `on PATH (${process.env.PATH ?? 'unset'})`;
+    throw new UsageError(
+      `optimization.execution.command[0]: executable "${executable}" not found ${where}. ` +
+        'Give its absolute path, or run from an environment whose PATH has it (./scripts/hpo_optuna.sh puts .venv/bin first).',
+    );
   }
 }
 
@@ -170,6 +226,7 @@ async function watch(
   spec: StudySpec,
   pollIntervalMs: number,
   workersDone: Promise<void> | null,
+  onSecondInterrupt: () => void,
 ): Promise<StudyResult | 'interrupted'> {
   const printer = new ProgressPrinter((line) => process.stdout.write(line + '\n'), spec.objectiveMetric);
   let finished = false;
@@ -178,11 +235,18 @@ async function watch(
   });
   let interrupted = false;
   const stopWatching = () => {
+    if (interrupted) {
+      onSecondInterrupt();
+      return;
+    }
     interrupted = true;
   };
-  process.once('SIGINT', stopWatching);
-  process.once('SIGTERM', stopWatching);
-  void workersDone?.finally(stopWatching);
+  // Kept after the watch ends, so a second Ctrl-C during the worker's shutdown still works.
+  process.on('SIGINT', stopWatching);
+  process.on('SIGTERM', stopWatching);
+  void workersDone?.finally(() => {
+    interrupted = true;
+  });
 
   try {
     while (!finished && !interrupted) {
@@ -195,8 +259,10 @@ async function watch(
       await Promise.race([new Promise((resolve) => setTimeout(resolve, pollIntervalMs)), result.catch(() => undefined)]);
     }
   } finally {
-    process.removeListener('SIGINT', stopWatching);
-    process.removeListener('SIGTERM', stopWatching);
+    if (!interrupted) {
+      process.removeListener('SIGINT', stopWatching);
+      process.removeListener('SIGTERM', stopWatching);
+    }
   }
   if (interrupted && !finished) return 'interrupted';
   return await result;
