@@ -14,6 +14,11 @@ Temporal runs activities at least once, so every call is idempotent:
 * ``tell`` on a finished trial changes nothing and returns its stored state.
 
 JSON has no NaN or infinity, so non-finite floats travel as the strings "nan", "inf" and "-inf".
+
+Test hook: the environment variable ``HPO_BRIDGE_TEST_DELAY``, a JSON object such as
+``{"ask": 2.0, "report": 2.0, "tell": 2.0}``, makes the bridge sleep that many seconds after a
+method has written to the storage and before it responds, so that a test can kill the worker in
+the middle of a call. It logs one warning line per delayed call. Never set it in production.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import tempfile
+import time
 import traceback
+from collections.abc import Iterable
 from typing import Any
 
 MISSING_OPTUNA_EXIT_CODE = 3
@@ -81,6 +89,39 @@ _FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 class BridgeError(Exception):
     """An invalid request: reported to the caller, never retried by it."""
+
+
+TEST_DELAY_ENV = "HPO_BRIDGE_TEST_DELAY"
+
+
+def _read_test_delays(methods: Iterable[str]) -> dict[str, float]:
+    """Parse HPO_BRIDGE_TEST_DELAY into seconds per method; raise ValueError when it is invalid."""
+    raw = os.environ.get(TEST_DELAY_ENV, "")
+    if not raw.strip():
+        return {}
+    try:
+        delays = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{TEST_DELAY_ENV} must be a JSON object, but got {raw!r}: {error}") from error
+    if not isinstance(delays, dict):
+        raise ValueError(f"{TEST_DELAY_ENV} must be a JSON object such as {{\"ask\": 2.0}}, but got {raw!r}")
+    known = set(methods)
+    for method, seconds in delays.items():
+        if method not in known:
+            raise ValueError(f"{TEST_DELAY_ENV} names unknown method {method!r}; expected one of {sorted(known)}")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise ValueError(f"{TEST_DELAY_ENV}: the delay of {method!r} must be a number of seconds >= 0, but got {seconds!r}")
+    return {method: float(seconds) for method, seconds in delays.items()}
+
+
+def _delay_response(method: str, seconds: float, params: dict[str, Any], result: dict[str, Any]) -> None:
+    """Sleep between a method's storage writes and its response (the HPO_BRIDGE_TEST_DELAY hook)."""
+    number = result.get("number", params.get("number"))
+    steps = [item.get("step") for item in params.get("steps", [])]
+    _logger.warning(
+        "Test delay: %s of trial %s written (steps %s); sleeping %.1f s before the response", method, number, steps, seconds
+    )
+    time.sleep(seconds)
 
 
 def _decode_float(value: Any) -> Any:
@@ -142,7 +183,7 @@ class StudyCache:
             return cached
 
         storage = self.storage(ref["storage"])
-        sampler = _build_component(optuna.samplers, "sampler", ref["sampler"])
+        sampler = _build_component(optuna.samplers, "sampler", _reseeded(ref["sampler"], storage, name))
         pruner = _build_component(optuna.pruners, "pruner", ref["pruner"])
         if create:
             study = optuna.create_study(
@@ -157,6 +198,26 @@ class StudyCache:
             study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
         self._studies[key] = study
         return study
+
+
+def _reseeded(spec: dict[str, Any], storage: optuna.storages.BaseStorage, study_name: str) -> dict[str, Any]:
+    """Offset a sampler's seed by the trials the study already has.
+
+    A seeded sampler made again for a stored study (a new bridge after a restart) would replay
+    its first samples and repeat earlier trials' parameters. With the offset, a new study keeps
+    the user's seed, so it stays reproducible, and a resumed one continues with new samples.
+    """
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs.get("seed"), int):
+        return spec
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return spec
+    stored = len(storage.get_all_trials(study_id, deepcopy=False))
+    if stored == 0:
+        return spec
+    return {**spec, "kwargs": {**kwargs, "seed": kwargs["seed"] + stored}}
 
 
 def _build_component(module: Any, kind: str, spec: dict[str, Any]) -> Any:
@@ -478,6 +539,9 @@ def _respond(message: dict[str, Any]) -> None:
 
 
 def main() -> int:
+    # Ctrl-C in a terminal reaches the whole process group: the worker shuts down first and then
+    # closes stdin, which ends this loop, so the bridge must outlive the signal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[optuna-bridge %(levelname)s] %(message)s")
     # Optuna's own log lines ("Trial 3 finished with value ...") go to stderr, where the worker logs them.
     optuna.logging.enable_propagation()
@@ -495,6 +559,11 @@ def main() -> int:
         "summary": bridge.summary,
         "write_artifacts": bridge.write_artifacts,
     }
+    try:
+        test_delays = _read_test_delays(methods)
+    except ValueError as error:
+        _respond({"fatal": {"type": "InvalidTestDelay", "message": str(error), "python": sys.executable}})
+        return 2
     _respond({"ready": {"optuna_version": optuna.__version__, "python": sys.executable, "pid": os.getpid()}})
 
     for line in sys.stdin:
@@ -507,7 +576,12 @@ def main() -> int:
             method = methods.get(request.get("method"))
             if method is None:
                 raise BridgeError(f"unknown method {request.get('method')!r}")
-            _respond({"id": request_id, "result": method(request.get("params") or {})})
+            params = request.get("params") or {}
+            result = method(params)
+            delay = test_delays.get(request["method"])
+            if delay is not None:
+                _delay_response(request["method"], delay, params, result)
+            _respond({"id": request_id, "result": result})
         except BridgeError as error:
             _respond({"id": request_id, "error": {"type": "BridgeError", "message": str(error)}})
         except Exception as error:  # noqa: BLE001 - every failure goes back to the caller, which retries

@@ -156,3 +156,24 @@ test('missing optuna names the python and pip', async () => {
   });
   await broken.close();
 });
+
+test('restarted bridge does not repeat samples', async () => {
+  await open('reseed');
+  const asked: Array<Record<string, unknown>> = [];
+  for (const key of ['a/0', 'a/1']) {
+    const trial = (await bridge.call('ask', { study: studyRef('reseed'), key, search_space: space })) as any;
+    await bridge.call('tell', { study: studyRef('reseed'), number: trial.number, state: 'complete', value: 0.5, user_attrs: {} });
+    asked.push(trial.params);
+  }
+
+  // A new bridge, as after a worker restart, makes the seeded sampler again.
+  const restarted = new OptunaBridge(bridgePython(), quiet);
+  try {
+    const next = (await restarted.call('ask', { study: studyRef('reseed'), key: 'b/0', search_space: space })) as any;
+    // Without the seed offset, RandomSampler(seed=1) would sample trial 0's parameters again.
+    assert.notDeepEqual(next.params, asked[0]);
+    assert.notDeepEqual(next.params, asked[1]);
+  } finally {
+    await restarted.close();
+  }
+});
