@@ -58,6 +58,9 @@ export interface TrainingOptions {
 
 const LOG_TAIL_LINES = 30;
 
+/** Retries of one epoch signal, about 10 minutes with the backoff below. */
+const SIGNAL_RETRIES = 45;
+
 
 export function encodeValue(value: number | null): ReportedValue {
   if (value === null) return null;
@@ -221,21 +224,29 @@ async function superviseRun(args: SuperviseArgs): Promise<TrainingResult> {
   const reportEpochs = (rows: EpochRow[]) => {
     if (!input.reportTo || rows.length === 0) return;
     const handle = ctx.client.workflow.getHandle(input.reportTo);
-    // Signals go out in epoch order, one after another; a lost signal only delays pruning, because
-    // the workflow reports every epoch of the result again before it tells Optuna.
+    // Signals go out in epoch order, one after another. A failed signal (the server is down) is
+    // retried, so the pruner sees every epoch; the workflow also reports the result's epochs again
+    // before it tells Optuna, in case a run ends before its signals got through.
     reportChain = reportChain.then(async () => {
       for (const row of rows) {
-        try {
-          await handle.signal(epochReportedSignal, {
-            trialNumber: input.trialNumber,
-            attempt,
-            run: input.run,
-            epoch: row.epoch,
-            value: encodeValue(row.value),
-            workerIdentity: options.workerIdentity,
-          });
-        } catch (error) {
-          log.warn('Could not signal an epoch to the trial workflow', { ...ids, epoch: row.epoch, error: (error as Error).message });
+        const report = {
+          trialNumber: input.trialNumber,
+          attempt,
+          run: input.run,
+          epoch: row.epoch,
+          value: encodeValue(row.value),
+          workerIdentity: options.workerIdentity,
+        };
+        for (let retry = 0; ; retry++) {
+          try {
+            await handle.signal(epochReportedSignal, report);
+            break;
+          } catch (error) {
+            const gone = (error as Error).name === 'WorkflowNotFoundError';
+            log.warn('Could not signal an epoch to the trial workflow', { ...ids, epoch: row.epoch, retry, error: (error as Error).message });
+            if (gone || retry >= SIGNAL_RETRIES || ctx.cancellationSignal.aborted) break;
+            await new Promise((resolve) => setTimeout(resolve, Math.min(1000 * 2 ** retry, 15_000)));
+          }
         }
       }
     });

@@ -96,7 +96,8 @@ const DEFAULT_HISTORY_EVENT_LIMIT = 10_000;
 const MAX_FINAL_RUN_HAND_BACKS = 100;
 
 const optuna = proxyActivities<StudyActivities>({
-  startToCloseTimeout: '2 minutes',
+  // See the same options in trial.ts: this limit decides how soon a call lost with its worker runs again.
+  startToCloseTimeout: '75 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds' },
 });
 

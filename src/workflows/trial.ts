@@ -58,9 +58,10 @@ export interface TrialWorkflowInput {
 const MAX_HAND_BACKS = 100;
 
 const optuna = proxyActivities<StudyActivities>({
-  // Optuna calls are short; a slow SQLite lock or a restarting bridge is retried without limit
-  // because a trial must never end RUNNING in the storage.
-  startToCloseTimeout: '2 minutes',
+  // Optuna calls take milliseconds; the limit only bounds a wait for SQLite's lock (60 s at most)
+  // and decides how soon a call lost with its study worker runs again. They are retried without
+  // limit because a trial must never end RUNNING in the storage.
+  startToCloseTimeout: '75 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds' },
 });
 
@@ -113,12 +114,23 @@ class TrialRun {
   onEpoch(report: EpochReport): void {
     if (report.run === this.run) this.attempt = Math.max(this.attempt, report.attempt);
     this.workerIdentity = report.workerIdentity;
-    if (report.epoch <= this.maxStepSeen) return;
-    this.maxStepSeen = report.epoch;
-    this.lastValue = report.value;
-    this.pending.push({ step: report.epoch, value: report.value });
-    this.epochs.push({ epoch: report.epoch, value: report.value });
+    this.acceptEpoch(report.epoch, report.value);
     this.updateDetails();
+  }
+
+  /**
+   * Queues a step for Optuna unless it was seen before. Steps may arrive out of order (a signal
+   * retried after a server outage), so the check is by step, not by the highest step.
+   */
+  private acceptEpoch(epoch: number, value: ReportedValue): void {
+    if (this.epochs.some((seen) => seen.epoch === epoch)) return;
+    if (epoch >= this.maxStepSeen) {
+      this.maxStepSeen = epoch;
+      this.lastValue = value;
+    }
+    this.pending.push({ step: epoch, value });
+    this.epochs.push({ epoch, value });
+    this.epochs.sort((a, b) => a.epoch - b.epoch);
   }
 
   /** Updates the current details that the web UI shows on the trial's page, next to the activity's heartbeat. */
@@ -300,14 +312,7 @@ class TrialRun {
 
   /** Reports every epoch of a finished run that no signal delivered, before Optuna is told. */
   private async flushReports(result: TrainingResult): Promise<void> {
-    for (const epoch of result.epochs) {
-      if (epoch.epoch > this.maxStepSeen) {
-        this.maxStepSeen = epoch.epoch;
-        this.lastValue = epoch.value;
-        this.pending.push({ step: epoch.epoch, value: epoch.value });
-        this.epochs.push(epoch);
-      }
-    }
+    for (const epoch of result.epochs) this.acceptEpoch(epoch.epoch, epoch.value);
     if (this.pending.length === 0) return;
 
     const steps = this.pending.splice(0, this.pending.length);
