@@ -194,6 +194,9 @@ class StudyRun {
     this.phase = 'searching';
 
     for (;;) {
+      // Taken before any await below: a message that arrives while an activity runs must still
+      // wake the wait at the end of this iteration.
+      const seen = this.wakeups;
       await this.absorbFinishedTrials();
       await this.cancelRunningOnStopNow();
       if (this.shouldContinueAsNew()) {
@@ -208,7 +211,6 @@ class StudyRun {
 
       // Draining means no new trial will start: the study was stopped, timed out or met its budget.
       this.phase = this.willStartMoreTrials() ? 'searching' : 'draining';
-      const seen = this.wakeups;
       // Wake at the budget's deadline too, unless it has passed already (then only messages matter).
       const untilTimeout = this.msUntilTimeout();
       if (untilTimeout) await condition(() => this.wakeups !== seen, untilTimeout);
