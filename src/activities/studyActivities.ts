@@ -3,7 +3,7 @@
  * bridge process of this worker. They run at least once, so each one is idempotent (see the
  * bridge's header for how).
  */
-import { ApplicationFailure, log } from '@temporalio/activity';
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type { Direction, OptunaComponent, SearchParam, StorageSpec } from '../common/types';
 import type { ReportedValue, TrialState, TrialSummary } from '../workflows/messages';
 import { searchSpaceFingerprint } from '../config';
@@ -132,9 +132,17 @@ function toBridgeSpace(space: SearchParam[]): Array<Record<string, unknown>> {
   return space.map((p) => ({ name: p.name, type: p.type, low: p.low, high: p.high, step: p.step, log: p.log, choices: p.choices }));
 }
 
+/** Heartbeat interval of the Optuna activities; their heartbeat timeout (10 s) is set in the workflows. */
+const OPTUNA_HEARTBEAT_INTERVAL_MS = 2000;
+
 export function createStudyActivities(bridge: OptunaBridge) {
   /** Turns a rejected request into a non-retryable failure: the same request gets the same answer. */
   async function call(method: string, params: Record<string, unknown>): Promise<any> {
+    // Heartbeats while the bridge works (a SQLite lock may take up to 60 s), so a call lost with
+    // its worker is retried after the short heartbeat timeout, not the start-to-close timeout.
+    const ctx = Context.current();
+    ctx.heartbeat();
+    const timer = setInterval(() => ctx.heartbeat(), OPTUNA_HEARTBEAT_INTERVAL_MS);
     try {
       return await bridge.call(method, params);
     } catch (error) {
@@ -145,6 +153,8 @@ export function createStudyActivities(bridge: OptunaBridge) {
         throw ApplicationFailure.nonRetryable(error.message, 'MissingOptuna');
       }
       throw error;
+    } finally {
+      clearInterval(timer);
     }
   }
 

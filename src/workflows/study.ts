@@ -98,6 +98,7 @@ const MAX_FINAL_RUN_HAND_BACKS = 100;
 const optuna = proxyActivities<StudyActivities>({
   // See the same options in trial.ts: this limit decides how soon a call lost with its worker runs again.
   startToCloseTimeout: '75 seconds',
+  heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds' },
 });
 

@@ -62,6 +62,8 @@ const optuna = proxyActivities<StudyActivities>({
   // and decides how soon a call lost with its study worker runs again. They are retried without
   // limit because a trial must never end RUNNING in the storage.
   startToCloseTimeout: '75 seconds',
+  // The activities heartbeat every 2 s, so a call lost with its study worker is retried this soon.
+  heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds' },
 });
 
