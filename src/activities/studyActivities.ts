@@ -9,7 +9,7 @@ import type { ReportedValue, TrialState, TrialSummary } from '../workflows/messa
 import { searchSpaceFingerprint } from '../config';
 import { BridgeRequestError, MissingOptunaError, type OptunaBridge } from './optunaBridge';
 
-/** What the bridge needs to load a study. */
+/** Reference to a study: everything the bridge needs to load it. */
 export interface StudyRef {
   storage: StorageSpec;
   studyName: string;
@@ -136,7 +136,7 @@ function toBridgeSpace(space: SearchParam[]): Array<Record<string, unknown>> {
 const OPTUNA_HEARTBEAT_INTERVAL_MS = 2000;
 
 export function createStudyActivities(bridge: OptunaBridge) {
-  /** Turns a rejected request into a non-retryable failure: the same request gets the same answer. */
+  /** Turns a rejected request into a non-retryable failure, because the same request gets the same response. */
   async function call(method: string, params: Record<string, unknown>): Promise<any> {
     // Heartbeats while the bridge works (a SQLite lock may take up to 60 s), so a call lost with
     // its worker is retried after the short heartbeat timeout, not the start-to-close timeout.

@@ -225,7 +225,7 @@ async function superviseRun(args: SuperviseArgs): Promise<TrainingResult> {
     if (!input.reportTo || rows.length === 0) return;
     const handle = ctx.client.workflow.getHandle(input.reportTo);
     // Signals go out in epoch order, one after another. A failed signal (the server is down) is
-    // retried, so the pruner sees every epoch; the workflow also reports the result's epochs again
+    // retried, so the pruner gets every epoch; the workflow also reports the result's epochs again
     // before it tells Optuna, in case a run ends before its signals got through.
     reportChain = reportChain.then(async () => {
       for (const row of rows) {

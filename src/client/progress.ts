@@ -73,7 +73,7 @@ export class ProgressPrinter {
       this.write(`warning: ${study.warning}`);
     }
 
-    // Epochs first, so a trial's last epochs come before the line that says it finished.
+    // Epochs first, so a trial's last epochs come before the line that reports its end.
     for (const [number, trial] of trials) {
       const printed = this.epochsPrinted.get(number) ?? 0;
       for (const { epoch, value } of trial.epochs) {

@@ -158,7 +158,7 @@ export async function startCommand(configPath: string, flags: StartFlags): Promi
       return 130;
     }
     printResult(outcome, spec, target.uiUrl, target.namespace, handle.workflowId);
-    // A study in which no trial completed has no result to use: say so in the exit status too.
+    // A study in which no trial completed has no result to use, so the exit status reports it too.
     return outcome.best === null && outcome.counted > 0 ? 1 : 0;
   } finally {
     workers?.shutdown();

@@ -84,15 +84,8 @@ async function statusFromStorage(handle: WorkflowHandle, workflowStatus: string)
   }
 }
 
-interface RawTrial {
-  number: number;
-  state: TrialSummary['state'];
-  value: TrialSummary['value'];
-  params: Record<string, unknown>;
-  run_id: string | null;
-  attempts: number;
-  reason: string | null;
-}
+/** A trial as the bridge's `summary` returns it: the status fields without the live epoch. */
+type RawTrial = Omit<StatusTrial, 'epoch'>;
 
 function fromRaw(raw: RawTrial): StatusTrial {
   return { number: raw.number, state: raw.state, value: raw.value, params: raw.params, run_id: raw.run_id, attempts: raw.attempts, reason: raw.reason, epoch: null };

@@ -19,7 +19,7 @@ export interface SearchParam {
   source: 'user' | 'nas_lite';
 }
 
-/** Where Optuna keeps the study: any URL that `optuna.storages.get_storage` accepts, or a journal file. */
+/** Storage of the Optuna study: any URL that `optuna.storages.get_storage` accepts, or a journal file. */
 export type StorageSpec =
   | { kind: 'url'; url: string }
   | { kind: 'journal'; path: string };

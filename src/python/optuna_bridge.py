@@ -132,7 +132,9 @@ def _decode_float(value: Any) -> Any:
 
 def _encode(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        if math.isnan(value):
+            return "nan"
+        return "inf" if value > 0 else "-inf"
     if isinstance(value, dict):
         return {str(k): _encode(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -141,7 +143,7 @@ def _encode(value: Any) -> Any:
 
 
 class StudyCache:
-    """Loaded studies, so that a sampler keeps its state between asks of one study."""
+    """Cache of loaded studies, so that a sampler keeps its state from one ask of a study to the next."""
 
     def __init__(self) -> None:
         self._storages: dict[str, optuna.storages.BaseStorage] = {}

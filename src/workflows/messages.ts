@@ -83,7 +83,7 @@ export interface StudyProgress {
   epochs: number | null;
 }
 
-/** Sent by the training activity after every new epoch, so the pruner sees it while the trial trains. */
+/** Sent by the training activity after every new epoch, so the pruner can judge it while the trial trains. */
 export const epochReportedSignal = defineSignal<[EpochReport]>('epochReported');
 
 /** Sent by a trial workflow to its study when it ends; also reaches the study after a continue-as-new. */

@@ -2,7 +2,7 @@
  * One Optuna trial, from its first epoch to the state Optuna stores for it.
  *
  * The training activity runs on the GPU task queue and signals every finished epoch here; this
- * workflow reports each one to Optuna through the study queue and, when the pruner says so,
+ * workflow reports each one to Optuna through the study queue and, when the pruner decides to prune,
  * cancels the activity, which stops the pipeline's process group. The trial ends by telling
  * Optuna its state, then signalling the study workflow; a trial workflow never ends with the
  * trial still RUNNING in the Optuna storage.
@@ -74,8 +74,8 @@ function trainingActivities(spec: StudySpec) {
     // by the stall timeout, so the start-to-close limit only bounds a runaway run.
     startToCloseTimeout: '30 days',
     heartbeatTimeout: `${spec.execution.heartbeatTimeoutSeconds} seconds`,
-    // A pruned or stopped trial is told to Optuna only once its pipeline has really stopped, so
-    // its process group never outlives the trial's state change.
+    // Optuna gets a pruned or stopped trial's state only once its pipeline has stopped, so the
+    // process group never outlives the trial's state change.
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: {
       maximumAttempts: spec.execution.maxAttempts,
@@ -312,7 +312,7 @@ class TrialRun {
     }
   }
 
-  /** Reports every epoch of a finished run that no signal delivered, before Optuna is told. */
+  /** Reports every epoch of a finished run that no signal delivered, before the tell. */
   private async flushReports(result: TrainingResult): Promise<void> {
     for (const epoch of result.epochs) this.acceptEpoch(epoch.epoch, epoch.value);
     if (this.pending.length === 0) return;

@@ -45,7 +45,7 @@ async function withWorkers<T>(study: FakeStudy, fn: () => Promise<T>): Promise<T
   }
 }
 
-/** The study's config with another choice list for `quality`, loaded like `hpo start` would. */
+/** Loads the study's config with another choice list for `quality`, as `hpo start` would. */
 function changedSpec(study: FakeStudy, qualities: number[]): StudySpec {
   const document = YAML.parse(fs.readFileSync(study.configPath, 'utf8'));
   document.optimization.search_space[0].choices = qualities;
